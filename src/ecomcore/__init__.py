@@ -1,0 +1,86 @@
+"""ecomcore: the event-sourced domain core of an e-commerce back office.
+
+    from ecomcore import Shop
+    shop = Shop("sqlite:///shop.sqlite")
+"""
+
+from ecomcore.application.commands import (
+    CartItem,
+    CheckoutReceipt,
+    PaymentReceipt,
+)
+from ecomcore.application.shop import Shop
+from ecomcore.domain.catalogue import Merchant, Promotion, Sku, Warehouse
+from ecomcore.domain.coupon import CouponState, IssueChannel, Validity
+from ecomcore.domain.errors import (
+    AlreadyExists,
+    CampaignRefused,
+    ConcurrencyConflict,
+    CouponNotUsable,
+    DomainError,
+    EcomcoreError,
+    IllegalTransition,
+    InsufficientStock,
+    InvalidCommand,
+    NotFound,
+    PaymentRefused,
+    PromotionConflict,
+    RefundRefused,
+)
+from ecomcore.domain.order import CancelReason, OrderState, RefundStatus
+from ecomcore.domain.pricing import (
+    PLATFORM,
+    CouponKind,
+    CouponTerms,
+    FreightBasis,
+    FreightTemplate,
+    PromotionTerms,
+    PromotionTier,
+    Scope,
+)
+from ecomcore.domain.shipment import ShipmentState
+from ecomcore.infrastructure.clock import Clock, ManualClock, SystemClock
+from ecomcore.infrastructure.settings import Settings
+
+__all__ = [
+    "PLATFORM",
+    "AlreadyExists",
+    "CampaignRefused",
+    "CancelReason",
+    "CartItem",
+    "CheckoutReceipt",
+    "Clock",
+    "ConcurrencyConflict",
+    "CouponKind",
+    "CouponNotUsable",
+    "CouponState",
+    "CouponTerms",
+    "DomainError",
+    "EcomcoreError",
+    "FreightBasis",
+    "FreightTemplate",
+    "IllegalTransition",
+    "InsufficientStock",
+    "InvalidCommand",
+    "IssueChannel",
+    "ManualClock",
+    "Merchant",
+    "NotFound",
+    "OrderState",
+    "PaymentReceipt",
+    "PaymentRefused",
+    "Promotion",
+    "PromotionConflict",
+    "PromotionTerms",
+    "PromotionTier",
+    "RefundRefused",
+    "RefundStatus",
+    "Scope",
+    "Settings",
+    "ShipmentState",
+    "Shop",
+    "Sku",
+    "SystemClock",
+    "Validity",
+    "Warehouse",
+]

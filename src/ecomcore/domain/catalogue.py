@@ -1,0 +1,82 @@
+"""Catalogue inputs: SKUs, warehouses, merchants and their promotions (not aggregates).
+
+Orders snapshot the SKU data they used, so replaying history never needs the
+catalogue as it is today.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ecomcore.domain.money import Amount
+from ecomcore.domain.pricing import FreightTemplate, PromotionTerms
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+
+
+class Sku(BaseModel):
+    """A SKU (库存量单位): one sellable variant of a product (SPU)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    sku_id: Id
+    spu_id: Id
+    merchant_id: Id
+    #: Back-office category tree, root first, at most four levels.
+    category_path: tuple[Id, ...] = Field(min_length=1, max_length=4)
+    brand_id: Id
+    unit_price: Amount
+    weight_g: Amount
+    title: str = Field(min_length=1, max_length=200)
+
+
+class Warehouse(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    warehouse_id: Id
+    region: str = Field(min_length=1)
+    #: 1 is the first choice; larger numbers are tried later.
+    priority: int = Field(ge=1)
+
+
+class Merchant(BaseModel):
+    """A merchant (店铺) and its freight template."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    merchant_id: Id
+    name: str = Field(min_length=1)
+    freight: FreightTemplate | None = None
+
+
+class Promotion(BaseModel):
+    """A merchant's automatic promotion (满减) over a time window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    promotion_id: Id
+    terms: PromotionTerms
+    starts_at: datetime
+    ends_at: datetime
+
+    @model_validator(mode="after")
+    def _window(self) -> Promotion:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+    def is_active(self, now: datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+
+class Catalogue(Protocol):
+    """Where the Shop looks up its inputs."""
+
+    def add_sku(self, sku: Sku) -> None: ...
+    def add_warehouse(self, warehouse: Warehouse) -> None: ...
+    def add_merchant(self, merchant: Merchant) -> None: ...
+    def add_promotion(self, promotion: Promotion) -> None: ...
+    def sku(self, sku_id: str) -> Sku | None: ...
+    def warehouse(self, warehouse_id: str) -> Warehouse | None: ...
+    def warehouses(self) -> list[Warehouse]: ...
+    def merchant(self, merchant_id: str) -> Merchant | None: ...
+    def promotions(self, merchant_id: str) -> list[Promotion]: ...

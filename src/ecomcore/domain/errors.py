@@ -1,0 +1,111 @@
+"""Typed errors of ecomcore.
+
+Every error has a stable ``code`` that callers can branch on, and a message a
+person can act on.  A command that raises one of these has stored nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class EcomcoreError(Exception):
+    """Base class of every error ecomcore raises on purpose."""
+
+    code = "ecomcore_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}: {self.message}"
+
+
+class InvalidCommand(EcomcoreError):
+    """A command failed validation before anything was touched."""
+
+    code = "invalid_command"
+
+    def __init__(self, command: str, problems: Sequence[Mapping[str, Any]]) -> None:
+        readable = "; ".join(
+            f"{'.'.join(str(p) for p in problem.get('loc', ())) or command}: {problem.get('msg')}"
+            for problem in problems
+        )
+        super().__init__(f"invalid {command}: {readable}", command=command, problems=list(problems))
+        self.command = command
+        self.problems = list(problems)
+
+
+class DomainError(EcomcoreError):
+    """A business rule refused the command."""
+
+    code = "domain_error"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class AlreadyExists(DomainError):
+    code = "already_exists"
+
+
+class IllegalTransition(DomainError):
+    """The aggregate's current state does not allow this command."""
+
+    code = "illegal_transition"
+
+
+class InsufficientStock(DomainError):
+    """One or more SKUs cannot be reserved in the quantity asked for."""
+
+    code = "insufficient_stock"
+
+    def __init__(self, shortages: Sequence[Mapping[str, Any]]) -> None:
+        parts = []
+        for s in shortages:
+            where = f" in warehouse {s['warehouse_id']}" if s.get("warehouse_id") else ""
+            parts.append(
+                f"sku {s['sku_id']}{where} has {s['available']} available, {s['requested']} requested"
+            )
+        super().__init__("; ".join(parts), shortages=list(shortages))
+        self.shortages = [dict(s) for s in shortages]
+
+    @property
+    def sku_ids(self) -> list[str]:
+        return sorted({s["sku_id"] for s in self.shortages})
+
+
+class CouponNotUsable(DomainError):
+    """The coupon cannot be used for this purchase (state, validity, scope, threshold)."""
+
+    code = "coupon_not_usable"
+
+
+class CampaignRefused(DomainError):
+    """A coupon cannot be issued from this campaign (window, quota, per-customer limit)."""
+
+    code = "campaign_refused"
+
+
+class PaymentRefused(DomainError):
+    """The payment does not match what is owed or conflicts with an earlier one."""
+
+    code = "payment_refused"
+
+
+class PromotionConflict(DomainError):
+    code = "promotion_conflict"
+
+
+class RefundRefused(DomainError):
+    code = "refund_refused"
+
+
+class ConcurrencyConflict(EcomcoreError):
+    """Other writers kept changing the same aggregates; the command gave up after retrying."""
+
+    code = "concurrency_conflict"

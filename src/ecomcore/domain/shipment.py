@@ -1,0 +1,207 @@
+"""Shipment (发货/物流): one parcel with one waybill.
+
+States: ``planned → dispatched → in_transit → delivered``, or ``→ failed``;
+``planned → cancelled`` when its lines are refunded before dispatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID, uuid5
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ecomcore.domain.aggregate import Aggregate, DomainEvent, applies
+from ecomcore.domain.errors import IllegalTransition
+from ecomcore.domain.order import OrderLine
+
+
+class ShipmentState(StrEnum):
+    PLANNED = "planned"
+    DISPATCHED = "dispatched"
+    IN_TRANSIT = "in_transit"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ParcelItem(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    line_no: int
+    sku_id: str
+    quantity: int = Field(gt=0)
+    weight_g: int = Field(ge=0)  # of all these units
+
+
+class ParcelPlan(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    warehouse_id: str
+    items: tuple[ParcelItem, ...]
+
+    @property
+    def weight_g(self) -> int:
+        return sum(item.weight_g for item in self.items)
+
+
+def plan_parcels(lines: Sequence[OrderLine], weight_limit_g: int) -> list[ParcelPlan]:
+    """Second split (发货拆单): group units by the warehouse holding them, then pack
+    each group into parcels of at most ``weight_limit_g``.
+
+    Units are packed in line order, first fit into the open parcel; a heavy line's
+    units spread over several parcels; a single unit heavier than the limit travels
+    alone (a unit cannot be cut).
+    """
+    by_warehouse: dict[str, list[tuple[OrderLine, int]]] = {}
+    for line in lines:
+        for allocation in line.allocations:
+            by_warehouse.setdefault(allocation.warehouse_id, []).append((line, allocation.quantity))
+
+    plans: list[ParcelPlan] = []
+    for warehouse_id, parts in by_warehouse.items():
+        parcels: list[dict[int, tuple[OrderLine, int]]] = [{}]
+        weights = [0]
+        for line, quantity in parts:
+            unit_weight = line.sku.weight_g
+            for _ in range(quantity):
+                if weights[-1] and weights[-1] + unit_weight > weight_limit_g:
+                    parcels.append({})
+                    weights.append(0)
+                current = parcels[-1]
+                _, units = current.get(line.line_no, (line, 0))
+                current[line.line_no] = (line, units + 1)
+                weights[-1] += unit_weight
+        for parcel in parcels:
+            items = tuple(
+                ParcelItem(line_no=no, sku_id=line.sku.sku_id, quantity=units, weight_g=units * line.sku.weight_g)
+                for no, (line, units) in parcel.items()
+            )
+            plans.append(ParcelPlan(warehouse_id=warehouse_id, items=items))
+    return plans
+
+
+def shipment_id_for(order_id: UUID, parcel_no: int) -> UUID:
+    return uuid5(order_id, f"parcel:{parcel_no}")
+
+
+class TrackingUpdate(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    occurred_at: datetime
+    status: str = Field(min_length=1, max_length=64)
+    location: str = Field("", max_length=200)
+
+
+class Shipment(Aggregate):
+    class Planned(DomainEvent):
+        order_id: UUID
+        checkout_id: UUID
+        merchant_id: str
+        warehouse_id: str
+        items: tuple[ParcelItem, ...] = Field(min_length=1)
+
+    class Dispatched(DomainEvent):
+        carrier: str
+        tracking_number: str
+
+    class TrackingUpdated(DomainEvent):
+        update: TrackingUpdate
+
+    class Delivered(DomainEvent):
+        pass
+
+    class Failed(DomainEvent):
+        reason: str
+
+    class Cancelled(DomainEvent):
+        reason: str
+
+    def __init__(self, id: UUID) -> None:
+        super().__init__(id)
+        self.order_id: UUID | None = None
+        self.checkout_id: UUID | None = None
+        self.merchant_id = ""
+        self.warehouse_id = ""
+        self.items: tuple[ParcelItem, ...] = ()
+        self.state = ShipmentState.PLANNED
+        self.carrier = ""
+        self.tracking_number = ""
+        self.tracking: list[TrackingUpdate] = []
+
+    @classmethod
+    def plan(cls, shipment_id: UUID, now: datetime, **facts: object) -> Shipment:
+        shipment = cls(shipment_id)
+        shipment._record(cls.Planned, now, **facts)
+        return shipment
+
+    @property
+    def weight_g(self) -> int:
+        return sum(item.weight_g for item in self.items)
+
+    def dispatch(self, carrier: str, tracking_number: str, now: datetime) -> bool:
+        """Hand the parcel to a carrier; False if it already left with this waybill (idempotent)."""
+        if self.state is not ShipmentState.PLANNED:
+            if (self.carrier, self.tracking_number) == (carrier, tracking_number):
+                return False
+            raise IllegalTransition(f"shipment {self.id} is {self.state.value}; only a planned one can be dispatched")
+        self._record(self.Dispatched, now, carrier=carrier, tracking_number=tracking_number)
+        return True
+
+    def track(self, update: TrackingUpdate, now: datetime) -> bool:
+        """Append a carrier's update; a duplicate is ignored. True if it was new."""
+        if self.state in (ShipmentState.PLANNED, ShipmentState.CANCELLED):
+            raise IllegalTransition(f"shipment {self.id} is {self.state.value}; it has no carrier to track it")
+        if update in self.tracking:
+            return False
+        self._record(self.TrackingUpdated, now, update=update)
+        return True
+
+    def deliver(self, now: datetime) -> bool:
+        if self.state is ShipmentState.DELIVERED:
+            return False
+        if self.state not in (ShipmentState.DISPATCHED, ShipmentState.IN_TRANSIT):
+            raise IllegalTransition(f"shipment {self.id} is {self.state.value}; it cannot be delivered")
+        self._record(self.Delivered, now)
+        return True
+
+    def fail(self, reason: str, now: datetime) -> bool:
+        if self.state is ShipmentState.FAILED:
+            return False
+        if self.state not in (ShipmentState.DISPATCHED, ShipmentState.IN_TRANSIT):
+            raise IllegalTransition(f"shipment {self.id} is {self.state.value}; only a parcel on its way can fail")
+        self._record(self.Failed, now, reason=reason)
+        return True
+
+    def cancel(self, reason: str, now: datetime) -> None:
+        if self.state is not ShipmentState.PLANNED:
+            raise IllegalTransition(f"shipment {self.id} is {self.state.value}; only a planned one can be cancelled")
+        self._record(self.Cancelled, now, reason=reason)
+
+    @applies(Planned)
+    def _planned(self, e: Planned) -> None:
+        self.order_id, self.checkout_id, self.merchant_id = e.order_id, e.checkout_id, e.merchant_id
+        self.warehouse_id, self.items = e.warehouse_id, e.items
+
+    @applies(Dispatched)
+    def _dispatched(self, e: Dispatched) -> None:
+        self.state, self.carrier, self.tracking_number = ShipmentState.DISPATCHED, e.carrier, e.tracking_number
+
+    @applies(TrackingUpdated)
+    def _tracking_updated(self, e: TrackingUpdated) -> None:
+        # Kept in the order things happened, whatever order the carrier reported them.
+        self.tracking.append(e.update)
+        self.tracking.sort(key=lambda u: u.occurred_at)
+        if self.state is ShipmentState.DISPATCHED:
+            self.state = ShipmentState.IN_TRANSIT
+
+    @applies(Delivered)
+    def _delivered(self, e: Delivered) -> None:
+        self.state = ShipmentState.DELIVERED
+
+    @applies(Failed)
+    def _failed(self, e: Failed) -> None:
+        self.state = ShipmentState.FAILED
+
+    @applies(Cancelled)
+    def _cancelled(self, e: Cancelled) -> None:
+        self.state = ShipmentState.CANCELLED

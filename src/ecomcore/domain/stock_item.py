@@ -1,0 +1,312 @@
+"""StockItem (库存): the stock of one SKU in one warehouse.
+
+``available = on_hand − Σ active reservations``; a reservation is active while it
+is confirmed (its order is paid) or its expiry is still in the future, so an
+expired reservation stops counting at once, before any sweeper records it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ecomcore.domain.aggregate import Aggregate, DomainEvent, applies
+from ecomcore.domain.errors import IllegalTransition, InsufficientStock
+
+_NAMESPACE = uuid5(NAMESPACE_URL, "https://ecomcore/stock-item")
+
+
+def stock_item_id(sku_id: str, warehouse_id: str) -> UUID:
+    """The same (SKU, warehouse) always names the same StockItem."""
+    return uuid5(_NAMESPACE, f"{sku_id}\x1f{warehouse_id}")
+
+
+class Reservation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    quantity: int
+    expires_at: datetime | None  # None once confirmed: a paid order's units never expire
+    confirmed: bool = False
+
+    def is_active(self, now: datetime) -> bool:
+        return self.confirmed or (self.expires_at is not None and self.expires_at > now)
+
+
+class StockItem(Aggregate):
+    class Registered(DomainEvent):
+        sku_id: str
+        warehouse_id: str
+        safety_stock: int = Field(ge=0)
+        reorder_quantity: int = Field(ge=0)
+
+    class Received(DomainEvent):
+        quantity: int = Field(gt=0)
+        reference: str
+
+    class Reserved(DomainEvent):
+        order_id: UUID
+        quantity: int = Field(gt=0)
+        expires_at: datetime
+
+    class ReservationReleased(DomainEvent):
+        order_id: UUID
+        quantity: int = Field(gt=0)
+        reason: str
+
+    class ReservationConfirmed(DomainEvent):
+        order_id: UUID
+
+    class Dispatched(DomainEvent):
+        order_id: UUID
+        shipment_id: UUID
+        quantity: int = Field(gt=0)
+
+    class ReturnRestocked(DomainEvent):
+        order_id: UUID
+        quantity: int = Field(gt=0)
+
+    class WrittenOff(DomainEvent):
+        quantity: int = Field(gt=0)
+        reason: str
+
+    class Counted(DomainEvent):
+        counted_quantity: int = Field(ge=0)
+        difference: int
+        shortage: int = Field(ge=0)
+        reason: str
+
+    class SafetyStockSet(DomainEvent):
+        safety_stock: int = Field(ge=0)
+        reorder_quantity: int = Field(ge=0)
+
+    class LowStockDetected(DomainEvent):
+        available: int
+        safety_stock: int
+        suggested_reorder_quantity: int = Field(ge=0)
+
+    class LowStockCleared(DomainEvent):
+        available: int
+
+    def __init__(self, id: UUID) -> None:
+        super().__init__(id)
+        self.sku_id = ""
+        self.warehouse_id = ""
+        self.on_hand = 0
+        self.reservations: dict[UUID, Reservation] = {}
+        self.safety_stock = 0
+        self.reorder_quantity = 0
+        self.low_stock_flagged = False
+
+    # -- queries -----------------------------------------------------------------
+
+    def reserved(self, now: datetime) -> int:
+        return sum(r.quantity for r in self.reservations.values() if r.is_active(now))
+
+    def available(self, now: datetime) -> int:
+        return self.on_hand - self.reserved(now)
+
+    def reservation_for(self, order_id: UUID) -> Reservation | None:
+        return self.reservations.get(order_id)
+
+    # -- commands ----------------------------------------------------------------
+
+    @classmethod
+    def register(
+        cls, sku_id: str, warehouse_id: str, now: datetime, *, safety_stock: int = 0, reorder_quantity: int = 0
+    ) -> StockItem:
+        item = cls(stock_item_id(sku_id, warehouse_id))
+        item._record(
+            cls.Registered,
+            now,
+            sku_id=sku_id,
+            warehouse_id=warehouse_id,
+            safety_stock=safety_stock,
+            reorder_quantity=reorder_quantity,
+        )
+        return item
+
+    def receive(self, quantity: int, reference: str, now: datetime) -> None:
+        self._record(self.Received, now, quantity=quantity, reference=reference)
+        self._watch_low_stock(now)
+
+    def reserve(self, order_id: UUID, quantity: int, expires_at: datetime, now: datetime) -> None:
+        existing = self.reservations.get(order_id)
+        if existing is not None:
+            if existing.quantity != quantity:
+                raise IllegalTransition(
+                    f"order {order_id} already holds {existing.quantity} of sku {self.sku_id} "
+                    f"in warehouse {self.warehouse_id}; cannot reserve {quantity} again"
+                )
+            return  # idempotent
+        available = self.available(now)
+        if available < quantity:
+            raise InsufficientStock(
+                [{"sku_id": self.sku_id, "warehouse_id": self.warehouse_id, "available": available, "requested": quantity}]
+            )
+        self._record(self.Reserved, now, order_id=order_id, quantity=quantity, expires_at=expires_at)
+        self._watch_low_stock(now)
+
+    def release(self, order_id: UUID, reason: str, now: datetime, quantity: int | None = None) -> int:
+        """Give back an order's reserved units (all of them unless ``quantity``); returns how many."""
+        reservation = self.reservations.get(order_id)
+        if reservation is None:
+            return 0  # nothing held: releasing twice is harmless
+        quantity = reservation.quantity if quantity is None else min(quantity, reservation.quantity)
+        if quantity <= 0:
+            return 0
+        self._record(self.ReservationReleased, now, order_id=order_id, quantity=quantity, reason=reason)
+        self._watch_low_stock(now)
+        return quantity
+
+    def confirm(self, order_id: UUID, now: datetime) -> None:
+        reservation = self.reservations.get(order_id)
+        if reservation is None:
+            raise IllegalTransition(
+                f"order {order_id} holds no reservation of sku {self.sku_id} in warehouse {self.warehouse_id}"
+            )
+        if not reservation.confirmed:
+            self._record(self.ReservationConfirmed, now, order_id=order_id)
+
+    def dispatch(self, order_id: UUID, shipment_id: UUID, quantity: int, now: datetime) -> None:
+        reservation = self.reservations.get(order_id)
+        held = reservation.quantity if reservation and reservation.confirmed else 0
+        if held < quantity:
+            raise IllegalTransition(
+                f"cannot dispatch {quantity} of sku {self.sku_id} from warehouse {self.warehouse_id} "
+                f"for order {order_id}: {held} confirmed for it"
+            )
+        self._record(self.Dispatched, now, order_id=order_id, shipment_id=shipment_id, quantity=quantity)
+        self._watch_low_stock(now)
+
+    def restock_return(self, order_id: UUID, quantity: int, now: datetime) -> None:
+        self._record(self.ReturnRestocked, now, order_id=order_id, quantity=quantity)
+        self._watch_low_stock(now)
+
+    def write_off(self, quantity: int, reason: str, now: datetime) -> None:
+        if quantity > self.on_hand:
+            raise IllegalTransition(
+                f"cannot write off {quantity} of sku {self.sku_id} in warehouse {self.warehouse_id}: "
+                f"{self.on_hand} on hand"
+            )
+        self._record(self.WrittenOff, now, quantity=quantity, reason=reason)
+        self._watch_low_stock(now)
+
+    def count(self, counted_quantity: int, reason: str, now: datetime) -> None:
+        # Reality cannot be refused: a count below what is reserved is recorded with
+        # the shortage, which operations must resolve.
+        shortage = max(0, self.reserved(now) - counted_quantity)
+        self._record(
+            self.Counted,
+            now,
+            counted_quantity=counted_quantity,
+            difference=counted_quantity - self.on_hand,
+            shortage=shortage,
+            reason=reason,
+        )
+        self._watch_low_stock(now)
+
+    def set_safety_stock(self, safety_stock: int, reorder_quantity: int, now: datetime) -> None:
+        self._record(self.SafetyStockSet, now, safety_stock=safety_stock, reorder_quantity=reorder_quantity)
+        self._watch_low_stock(now)
+
+    def _watch_low_stock(self, now: datetime) -> None:
+        """One alert when available falls to the safety stock, none again until it rises above."""
+        available = self.available(now)
+        if not self.low_stock_flagged and available <= self.safety_stock:
+            suggested = max(self.reorder_quantity, self.safety_stock - available + 1)
+            self._record(
+                self.LowStockDetected,
+                now,
+                available=available,
+                safety_stock=self.safety_stock,
+                suggested_reorder_quantity=suggested,
+            )
+        elif self.low_stock_flagged and available > self.safety_stock:
+            self._record(self.LowStockCleared, now, available=available)
+
+    # -- state changes -------------------------------------------------------------
+
+    @applies(Registered)
+    def _registered(self, e: Registered) -> None:
+        self.sku_id, self.warehouse_id = e.sku_id, e.warehouse_id
+        self.safety_stock, self.reorder_quantity = e.safety_stock, e.reorder_quantity
+
+    @applies(Received)
+    def _received(self, e: Received) -> None:
+        self.on_hand += e.quantity
+
+    @applies(Reserved)
+    def _reserved(self, e: Reserved) -> None:
+        self.reservations[e.order_id] = Reservation(quantity=e.quantity, expires_at=e.expires_at)
+
+    @applies(ReservationReleased)
+    def _released(self, e: ReservationReleased) -> None:
+        self._reduce_reservation(e.order_id, e.quantity)
+
+    @applies(ReservationConfirmed)
+    def _confirmed(self, e: ReservationConfirmed) -> None:
+        held = self.reservations[e.order_id]
+        self.reservations[e.order_id] = Reservation(quantity=held.quantity, expires_at=None, confirmed=True)
+
+    @applies(Dispatched)
+    def _dispatched(self, e: Dispatched) -> None:
+        self.on_hand -= e.quantity
+        self._reduce_reservation(e.order_id, e.quantity)
+
+    @applies(ReturnRestocked)
+    def _restocked(self, e: ReturnRestocked) -> None:
+        self.on_hand += e.quantity
+
+    @applies(WrittenOff)
+    def _written_off(self, e: WrittenOff) -> None:
+        self.on_hand -= e.quantity
+
+    @applies(Counted)
+    def _counted(self, e: Counted) -> None:
+        self.on_hand = e.counted_quantity
+
+    @applies(SafetyStockSet)
+    def _safety_stock_set(self, e: SafetyStockSet) -> None:
+        self.safety_stock, self.reorder_quantity = e.safety_stock, e.reorder_quantity
+
+    @applies(LowStockDetected)
+    def _low_stock_detected(self, e: LowStockDetected) -> None:
+        self.low_stock_flagged = True
+
+    @applies(LowStockCleared)
+    def _low_stock_cleared(self, e: LowStockCleared) -> None:
+        self.low_stock_flagged = False
+
+    def _reduce_reservation(self, order_id: UUID, quantity: int) -> None:
+        held = self.reservations[order_id]
+        left = held.quantity - quantity
+        if left > 0:
+            self.reservations[order_id] = held.model_copy(update={"quantity": left})
+        else:
+            del self.reservations[order_id]
+
+    # -- snapshots (a busy item has a long stream) ----------------------------------
+
+    def snapshot_state(self) -> dict[str, Any]:
+        return {
+            "sku_id": self.sku_id,
+            "warehouse_id": self.warehouse_id,
+            "on_hand": self.on_hand,
+            "reservations": {str(k): v.model_dump(mode="json") for k, v in self.reservations.items()},
+            "safety_stock": self.safety_stock,
+            "reorder_quantity": self.reorder_quantity,
+            "low_stock_flagged": self.low_stock_flagged,
+            "created_on": self.created_on.isoformat() if self.created_on else None,
+        }
+
+    def restore_snapshot_state(self, state: dict[str, Any]) -> None:
+        self.sku_id = state["sku_id"]
+        self.warehouse_id = state["warehouse_id"]
+        self.on_hand = state["on_hand"]
+        self.reservations = {UUID(k): Reservation.model_validate(v) for k, v in state["reservations"].items()}
+        self.safety_stock = state["safety_stock"]
+        self.reorder_quantity = state["reorder_quantity"]
+        self.low_stock_flagged = state["low_stock_flagged"]
+        self.created_on = datetime.fromisoformat(state["created_on"]) if state["created_on"] else None

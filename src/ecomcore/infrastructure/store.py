@@ -1,0 +1,98 @@
+"""The event store: the ``eventsourcing`` library's own recorders, chosen by one URL.
+
+``sqlite:///path/to/file`` (embedded default) or ``postgresql://user:pw@host:port/db``
+(psycopg 3; ``?host=/socket/dir`` works too).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import Environment
+
+from ecomcore.domain.aggregate import Aggregate, Snapshot, project
+from ecomcore.domain.errors import EcomcoreError
+from ecomcore.infrastructure.settings import Settings
+
+
+class StoreUrlError(EcomcoreError):
+    code = "invalid_store_url"
+
+
+def recorder_env(url: str) -> dict[str, str]:
+    """Translate a store URL into the ``eventsourcing`` persistence settings."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]
+    if scheme == "sqlite":
+        path = unquote(url.split("://", 1)[1])
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise StoreUrlError(f"store URL {url!r} names no SQLite file (use sqlite:///path/to/file)")
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}
+    if scheme in ("postgres", "postgresql"):
+        query = parse_qs(parts.query)
+        host = query.get("host", [parts.hostname or "localhost"])[0]
+        dbname = unquote(parts.path.lstrip("/"))
+        if not dbname:
+            raise StoreUrlError(f"store URL {url!r} names no database")
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": dbname,
+            "POSTGRES_HOST": host,
+            "POSTGRES_PORT": str(parts.port or query.get("port", ["5432"])[0]),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        }
+    raise StoreUrlError(f"store URL {url!r} is neither sqlite:///… nor postgresql://…")
+
+
+def is_postgres(url: str) -> bool:
+    return urlsplit(url).scheme.split("+")[0] in ("postgres", "postgresql")
+
+
+class EventStore(Application[UUID]):
+    """Records aggregates' events atomically and loads aggregates (snapshots + cache)."""
+
+    name = "ecomcore"
+    snapshot_class = Snapshot
+
+    def __init__(self, settings: Settings, snapshotting: tuple[type[Aggregate], ...] = ()) -> None:
+        self._settings = settings
+        self.snapshotting_intervals = {cls: settings.snapshot_interval for cls in snapshotting}
+        self.snapshotting_projectors = {cls: project for cls in snapshotting}
+        super().__init__()
+
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        # Only our own settings configure the store: a stray PERSISTENCE_MODULE or
+        # POSTGRES_… variable in the process environment must not redirect it.
+        s = self._settings
+        values = recorder_env(s.store_url)
+        values.update(
+            MAPPER_TOPIC="ecomcore.infrastructure.mapper:PydanticMapper",
+            CREATE_TABLE="y",
+            IS_SNAPSHOTTING_ENABLED="y",
+            AGGREGATE_CACHE_MAXSIZE=str(s.aggregate_cache_size) if s.aggregate_cache_size else "",
+            SQLITE_LOCK_TIMEOUT=str(s.sqlite_lock_timeout_s),
+            POSTGRES_POOL_SIZE=str(s.postgres_pool_size),
+            POSTGRES_LOCK_TIMEOUT="30",
+        )
+        if s.cipher_key:
+            values.update(CIPHER_TOPIC="eventsourcing.cipher:AESCipher", CIPHER_KEY=s.cipher_key)
+        if not s.aggregate_cache_size:
+            del values["AGGREGATE_CACHE_MAXSIZE"]
+        return Environment(name, values)
+
+    def load(self, aggregate_id: UUID, version: int | None = None) -> Aggregate:
+        return self.repository.get(aggregate_id, version=version, projector_func=project)
+
+    def take_snapshot(self, aggregate_id: UUID, version: int | None = None, projector_func: Any = project) -> None:
+        try:
+            super().take_snapshot(aggregate_id, version, projector_func)
+        except IntegrityError:
+            # Another process snapshotted the same version first; the snapshot it
+            # stored is the same state, and the events are already committed.
+            pass
