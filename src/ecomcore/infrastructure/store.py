@@ -81,7 +81,7 @@ class EventStore(Application[UUID]):
             POSTGRES_LOCK_TIMEOUT="30",
         )
         if s.cipher_key:
-            values.update(CIPHER_TOPIC="eventsourcing.cipher:AESCipher", CIPHER_KEY=s.cipher_key)
+            values.update(CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=s.cipher_key)
         if not s.aggregate_cache_size:
             del values["AGGREGATE_CACHE_MAXSIZE"]
         return Environment(name, values)

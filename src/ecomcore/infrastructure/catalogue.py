@@ -1,0 +1,209 @@
+"""Catalogue registries: an in-memory one for tests and an SQL one (SQLite or PostgreSQL).
+
+Catalogue data is reference data, not history: adding a value with an id that is
+already known replaces it.  Each value is stored as the columns we look it up or
+filter by plus its pydantic JSON in ``data``, so new fields need no migration.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, Text, create_engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+
+from ecomcore.domain.catalogue import Catalogue, Merchant, Promotion, Sku, Warehouse
+from ecomcore.infrastructure.store import StoreUrlError
+
+__all__ = ["InMemoryCatalogue", "SqlCatalogue", "open_catalogue", "sqlalchemy_url"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# Both implementations sort in Python rather than in SQL: string collation differs
+# between SQLite (binary) and PostgreSQL (locale), and datetimes with different UTC
+# offsets only compare correctly as datetimes.  Reference data is small.
+def _by_priority(warehouses: Iterable[Warehouse]) -> list[Warehouse]:
+    return sorted(warehouses, key=lambda w: (w.priority, w.warehouse_id))
+
+
+def _by_start(promotions: Iterable[Promotion]) -> list[Promotion]:
+    return sorted(promotions, key=lambda p: (p.starts_at, p.promotion_id))
+
+
+class InMemoryCatalogue:
+    """A catalogue held in dicts; values are frozen, so sharing them is safe."""
+
+    def __init__(self) -> None:
+        self._skus: dict[str, Sku] = {}
+        self._warehouses: dict[str, Warehouse] = {}
+        self._merchants: dict[str, Merchant] = {}
+        self._promotions: dict[str, Promotion] = {}
+
+    def add_sku(self, sku: Sku) -> None:
+        self._skus[sku.sku_id] = sku
+
+    def add_warehouse(self, warehouse: Warehouse) -> None:
+        self._warehouses[warehouse.warehouse_id] = warehouse
+
+    def add_merchant(self, merchant: Merchant) -> None:
+        self._merchants[merchant.merchant_id] = merchant
+
+    def add_promotion(self, promotion: Promotion) -> None:
+        self._promotions[promotion.promotion_id] = promotion
+
+    def sku(self, sku_id: str) -> Sku | None:
+        return self._skus.get(sku_id)
+
+    def warehouse(self, warehouse_id: str) -> Warehouse | None:
+        return self._warehouses.get(warehouse_id)
+
+    def warehouses(self) -> list[Warehouse]:
+        return _by_priority(self._warehouses.values())
+
+    def merchant(self, merchant_id: str) -> Merchant | None:
+        return self._merchants.get(merchant_id)
+
+    def promotions(self, merchant_id: str) -> list[Promotion]:
+        return _by_start(p for p in self._promotions.values() if p.terms.merchant_id == merchant_id)
+
+
+_metadata = MetaData()
+_skus = Table(
+    "catalogue_skus", _metadata,
+    Column("sku_id", String(64), primary_key=True),
+    Column("merchant_id", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+)
+_warehouses = Table(
+    "catalogue_warehouses", _metadata,
+    Column("warehouse_id", String(64), primary_key=True),
+    Column("priority", Integer, nullable=False),
+    Column("data", Text, nullable=False),
+)
+_merchants = Table(
+    "catalogue_merchants", _metadata,
+    Column("merchant_id", String(64), primary_key=True),
+    Column("data", Text, nullable=False),
+)
+_promotions = Table(
+    "catalogue_promotions", _metadata,
+    Column("promotion_id", String(64), primary_key=True),
+    Column("merchant_id", String(64), nullable=False, index=True),
+    Column("data", Text, nullable=False),
+)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The SQLAlchemy URL for an ecomcore store URL: PostgreSQL goes through psycopg 3.
+
+    The query string is kept, so ``?host=/socket/dir`` reaches psycopg as is.
+    """
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    if scheme == "sqlite":
+        return url
+    if scheme.split("+")[0] in ("postgres", "postgresql"):
+        return f"postgresql+psycopg://{rest}"
+    raise StoreUrlError(f"catalogue URL {url!r} is neither sqlite:///… nor postgresql://…")
+
+
+class SqlCatalogue:
+    """A catalogue in SQL tables, created on first use; connects only when first used."""
+
+    def __init__(self, url: str) -> None:
+        sa_url = sqlalchemy_url(url)
+        is_sqlite = urlsplit(sa_url).scheme == "sqlite"
+        # create_engine does not connect; it only prepares the pool.
+        self._engine: Engine = create_engine(
+            sa_url, connect_args={"timeout": 30} if is_sqlite else {}
+        )
+        self._insert = sqlite.insert if is_sqlite else postgresql.insert
+        self._tables_ready = False
+        self._lock = threading.Lock()
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+    def add_sku(self, sku: Sku) -> None:
+        self._upsert(_skus, sku, sku_id=sku.sku_id, merchant_id=sku.merchant_id)
+
+    def add_warehouse(self, warehouse: Warehouse) -> None:
+        self._upsert(
+            _warehouses, warehouse, warehouse_id=warehouse.warehouse_id, priority=warehouse.priority
+        )
+
+    def add_merchant(self, merchant: Merchant) -> None:
+        self._upsert(_merchants, merchant, merchant_id=merchant.merchant_id)
+
+    def add_promotion(self, promotion: Promotion) -> None:
+        self._upsert(
+            _promotions, promotion,
+            promotion_id=promotion.promotion_id, merchant_id=promotion.terms.merchant_id,
+        )
+
+    def sku(self, sku_id: str) -> Sku | None:
+        return self._one(Sku, _skus, _skus.c.sku_id == sku_id)
+
+    def warehouse(self, warehouse_id: str) -> Warehouse | None:
+        return self._one(Warehouse, _warehouses, _warehouses.c.warehouse_id == warehouse_id)
+
+    def warehouses(self) -> list[Warehouse]:
+        return _by_priority(self._all(Warehouse, _warehouses))
+
+    def merchant(self, merchant_id: str) -> Merchant | None:
+        return self._one(Merchant, _merchants, _merchants.c.merchant_id == merchant_id)
+
+    def promotions(self, merchant_id: str) -> list[Promotion]:
+        return _by_start(self._all(Promotion, _promotions, _promotions.c.merchant_id == merchant_id))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _ensure_tables(self) -> None:
+        if self._tables_ready:
+            return
+        with self._lock:
+            if self._tables_ready:
+                return
+            try:
+                _metadata.create_all(self._engine)
+            except DBAPIError:
+                # Another process created the tables between our check and our CREATE
+                # (PostgreSQL reports a duplicate type); the second check sees them.
+                _metadata.create_all(self._engine)
+            self._tables_ready = True
+
+    def _upsert(self, table: Table, value: BaseModel, **keys: Any) -> None:
+        self._ensure_tables()
+        row = {**keys, "data": value.model_dump_json()}
+        primary_key = [column.name for column in table.primary_key]
+        statement = self._insert(table).values(row)
+        statement = statement.on_conflict_do_update(
+            index_elements=primary_key,
+            set_={name: statement.excluded[name] for name in row if name not in primary_key},
+        )
+        with self._engine.begin() as connection:
+            connection.execute(statement)
+
+    def _one(self, model: type[M], table: Table, where: Any) -> M | None:
+        self._ensure_tables()
+        with self._engine.connect() as connection:
+            data = connection.execute(select(table.c.data).where(where)).scalar_one_or_none()
+        return None if data is None else model.model_validate_json(data)
+
+    def _all(self, model: type[M], table: Table, *where: Any) -> list[M]:
+        self._ensure_tables()
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(table.c.data).where(*where)).scalars().all()
+        return [model.model_validate_json(data) for data in rows]
+
+
+def open_catalogue(url: str | None) -> Catalogue:
+    """``None`` or ``"memory"`` gives an in-memory catalogue; a store URL an SQL one."""
+    if url is None or url == "memory":
+        return InMemoryCatalogue()
+    return SqlCatalogue(url)
