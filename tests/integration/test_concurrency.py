@@ -1,0 +1,66 @@
+"""Concurrent writers on PostgreSQL never oversell."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+from ecomcore import InsufficientStock, Settings, Shop
+
+WORKERS = 6
+UNITS_EACH = 2
+ON_HAND = 7
+
+
+def _buy(store_url: str, worker: int, barrier, results) -> None:
+    shop = Shop(store_url, settings=Settings(store_url=store_url, max_attempts=20))
+    try:
+        barrier.wait(timeout=60)
+        for attempt in range(UNITS_EACH):
+            try:
+                shop.checkout(
+                    customer_id=f"buyer-{worker}",
+                    items=[{"sku_id": "HOT", "quantity": 1}],
+                    shipping_address="x",
+                    client_request_id=f"w{worker}-{attempt}",
+                )
+                results.put(("reserved", worker))
+            except InsufficientStock:
+                results.put(("refused", worker))
+            except Exception as error:  # reported to the test, which fails on it
+                results.put(("error", f"{type(error).__name__}: {error}"))
+    finally:
+        shop.close()
+
+
+@pytest.mark.slow
+def test_concurrent_checkouts_of_the_last_units_never_oversell(fresh_postgres_url):
+    """Several processes check out the last units at once: reservations never exceed stock, refusals are InsufficientStock."""
+    url = fresh_postgres_url
+    shop = Shop(url)
+    shop.register_merchant(merchant_id="m1", name="Hot Deals")
+    shop.register_warehouse(warehouse_id="w1", region="east", priority=1)
+    shop.register_sku(
+        sku_id="HOT", spu_id="P1", merchant_id="m1", category_path=("c",), brand_id="b",
+        unit_price=999, weight_g=100, title="Last units",
+    )
+    shop.receive_stock(sku_id="HOT", warehouse_id="w1", quantity=ON_HAND, reference="po")
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(WORKERS), ctx.Queue()
+    workers = [ctx.Process(target=_buy, args=(url, n, barrier, results)) for n in range(WORKERS)]
+    for process in workers:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in range(WORKERS * UNITS_EACH)]
+    for process in workers:
+        process.join(timeout=60)
+
+    errors = [detail for kind, detail in outcomes if kind == "error"]
+    assert errors == []
+    reserved = sum(kind == "reserved" for kind, _ in outcomes)
+    assert reserved == ON_HAND  # 12 attempts for 7 units: all 7 sold, 5 refused
+    item = shop.stock_item("HOT", "w1")
+    assert item.reserved(shop.clock.now()) == reserved <= item.on_hand
+    assert len(item.reservations) == reserved
+    shop.close()

@@ -1,0 +1,174 @@
+"""Hypothesis state machine: random trading never oversells, keeps money exact,
+never redeems a coupon twice, and replays to the same aggregates."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+
+from ecomcore import (
+    PLATFORM,
+    CouponNotUsable,
+    CouponTerms,
+    IllegalTransition,
+    InsufficientStock,
+    ManualClock,
+    OrderState,
+)
+from ecomcore.domain.coupon import Coupon
+from ecomcore.domain.stock_item import StockItem
+from shop_fixtures import START, campaign, open_shop, stock_catalogue
+
+SKUS = ["A1", "B1", "C1", "D1", "E1"]
+WAREHOUSES = ["w1", "w2", "w3"]
+
+
+class Trading(RuleBasedStateMachine):
+    checkouts = Bundle("checkouts")
+    coupons = Bundle("coupons")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.TemporaryDirectory()
+        self.url = f"sqlite:///{Path(self.dir.name) / 'store.sqlite'}"
+        self.clock = ManualClock(START)
+        self.shop = open_shop(self.url, self.clock)
+        stock_catalogue(self.shop)
+        self.campaigns = {
+            "m1": campaign(self.shop, CouponTerms(kind="cash", amount_off=300, funding="m1"), total=1000, per_customer=1000),
+            PLATFORM: campaign(
+                self.shop, CouponTerms(kind="percentage", percent_off_bp=1000, cap=800, funding=PLATFORM),
+                total=1000, per_customer=1000,
+            ),
+        }
+        self.shortage: Counter[tuple[str, str]] = Counter()
+        self.paid: dict = {}
+
+    def teardown(self) -> None:
+        self.check_replay()
+        self.shop.close()
+        self.dir.cleanup()
+
+    @rule(sku=st.sampled_from(SKUS), warehouse=st.sampled_from(WAREHOUSES), quantity=st.integers(1, 6))
+    def receive(self, sku, warehouse, quantity):
+        self.shop.receive_stock(sku_id=sku, warehouse_id=warehouse, quantity=quantity, reference="po")
+
+    @rule(sku=st.sampled_from(SKUS), warehouse=st.sampled_from(WAREHOUSES), counted=st.integers(0, 8))
+    def count(self, sku, warehouse, counted):
+        self.shortage[sku, warehouse] = self.shop.count_stock(sku_id=sku, warehouse_id=warehouse, counted_quantity=counted)
+
+    @rule(target=coupons, funding=st.sampled_from(["m1", PLATFORM]))
+    def issue(self, funding):
+        return self.shop.issue_coupon(campaign_id=self.campaigns[funding], customer_id="cust")
+
+    @rule(
+        target=checkouts,
+        cart=st.dictionaries(st.sampled_from(SKUS), st.integers(1, 4), min_size=1, max_size=3),
+        coupon=st.none() | coupons,
+    )
+    def checkout(self, cart, coupon):
+        extra = {}
+        if coupon is not None:
+            terms = self.shop.coupon(coupon).terms
+            extra = {"platform_coupon_id": coupon} if terms.is_platform else {"merchant_coupon_ids": [coupon]}
+        try:
+            receipt = self.shop.checkout(
+                customer_id="cust",
+                items=[{"sku_id": s, "quantity": q} for s, q in cart.items()],
+                shipping_address="x",
+                **extra,
+            )
+        except (InsufficientStock, CouponNotUsable):
+            return None
+        return receipt
+
+    @rule(receipt=checkouts)
+    def pay(self, receipt):
+        if receipt is None:
+            return
+        result = self.shop.pay(
+            checkout_id=receipt.checkout_id, payment_id=f"pay-{receipt.checkout_id}", amount=receipt.payable, provider_txn="t"
+        )
+        if result.outcome == "paid":
+            self.paid[receipt.checkout_id] = receipt.payable
+
+    @rule(receipt=consumes(checkouts))
+    def cancel(self, receipt):
+        if receipt is None:
+            return
+        try:
+            self.shop.cancel(checkout_id=receipt.checkout_id)
+        except IllegalTransition:
+            assert receipt.checkout_id in self.paid
+
+    @rule(hours=st.integers(1, 30))
+    def time_passes_and_sweeper_runs(self, hours):
+        self.clock.advance(timedelta(hours=hours))
+        self.shop.expire_overdue_orders()
+
+    @invariant()
+    def never_oversold(self):
+        now = self.clock.now()
+        for sku in SKUS:
+            for warehouse in WAREHOUSES:
+                try:
+                    item = self.shop.stock_item(sku, warehouse)
+                except Exception:
+                    continue
+                # Counted independently of StockItem.reserved(), which is under test.
+                held = sum(
+                    r.quantity for r in item.reservations.values() if r.confirmed or r.expires_at > now
+                )
+                # Only a stocktake that found less than was reserved may leave reserved > on hand.
+                assert held - item.on_hand <= self.shortage[sku, warehouse]
+
+    @invariant()
+    def money_is_exact(self):
+        for checkout_id, amount in self.paid.items():
+            checkout = self.shop.checkout_of(checkout_id)
+            orders = [self.shop.order(oid) for oid in checkout.order_ids]
+            assert sum(o.paid for o in orders) == amount == checkout.payable
+            for order in orders:
+                assert order.state is OrderState.PAID
+                assert all(line.net >= 0 for line in order.lines)
+                assert sum(line.net for line in order.lines) + order.freight == order.payable
+                for line in order.lines:
+                    shares = line.promotion_discount + line.merchant_coupon_discount + line.platform_coupon_discount
+                    assert line.gross - shares == line.net
+
+    @invariant()
+    def coupons_redeemed_at_most_once(self):
+        redeemed = Counter(
+            n.originator_id
+            for n in self.shop.store.recorder.select_notifications(1, 100_000, topics=[_topic(Coupon.Redeemed)])
+        )
+        assert all(times == 1 for times in redeemed.values())
+
+    def check_replay(self):
+        fresh = open_shop(self.url, self.clock, aggregate_cache_size=0, snapshot_interval=1_000_000)
+        try:
+            ids = {n.originator_id for n in self.shop.store.recorder.select_notifications(1, 100_000)}
+            for aggregate_id in ids:
+                live = self.shop.store.load(aggregate_id)
+                replayed = fresh.store.load(aggregate_id)
+                assert vars(replayed) == vars(live), type(live).__name__
+        finally:
+            fresh.close()
+
+
+def _topic(event_type) -> str:
+    from eventsourcing.utils import get_topic
+
+    return get_topic(event_type)
+
+
+Trading.TestCase.settings = settings(
+    max_examples=20, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestTrading = Trading.TestCase
