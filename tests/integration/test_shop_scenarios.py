@@ -336,3 +336,15 @@ def test_events_can_be_encrypted(store_url, clock):
     assert b"secret-po" not in stored.state
     assert shop.stock_item("A1", "w1").on_hand == 3
     shop.close()
+
+
+def test_units_missing_at_stocktake_cannot_be_dispatched(shop):
+    """After a count below what is reserved, dispatching more than is on hand is refused and stores nothing."""
+    receipt = shop.checkout(customer_id="sam", items=[{"sku_id": "B1", "quantity": 3}], shipping_address="x")
+    paid = shop.pay(checkout_id=receipt.checkout_id, payment_id="p", amount=receipt.payable, provider_txn="t")
+    shop.count_stock(sku_id="B1", warehouse_id="w1", counted_quantity=2, reason="stocktake")
+    before = stored_events(shop)
+    with pytest.raises(IllegalTransition, match="only 2 on hand"):
+        shop.dispatch(shipment_id=paid.shipment_ids[0], carrier="SF", tracking_number="SF9")
+    assert stored_events(shop) == before
+    assert shop.shipment(paid.shipment_ids[0]).state is ShipmentState.PLANNED

@@ -177,6 +177,13 @@ class StockItem(Aggregate):
                 f"cannot dispatch {quantity} of sku {self.sku_id} from warehouse {self.warehouse_id} "
                 f"for order {order_id}: {held} confirmed for it"
             )
+        if quantity > self.on_hand:
+            # A stocktake found fewer units than were promised: operations must
+            # resolve the shortage (receive or re-count) before these can leave.
+            raise IllegalTransition(
+                f"cannot dispatch {quantity} of sku {self.sku_id} from warehouse {self.warehouse_id}: "
+                f"only {self.on_hand} on hand after the last stocktake"
+            )
         self._record(self.Dispatched, now, order_id=order_id, shipment_id=shipment_id, quantity=quantity)
         self._watch_low_stock(now)
 

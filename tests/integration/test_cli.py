@@ -1,0 +1,149 @@
+"""The ``ecomcore`` command line, run in-process: the demo day, the sweeper, errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ecomcore.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def figure(out: str, label: str) -> int:
+    """The number printed after ``label`` at the start of a summary line."""
+    found = re.search(rf"^\s+{re.escape(label)}\s+(-?\d+)", out, re.MULTILINE)
+    assert found, f"no line {label!r} in:\n{out}"
+    return int(found.group(1))
+
+
+def amount(out: str, label: str) -> int:
+    """The first amount (in fen) printed on the line that starts with ``label``."""
+    found = re.search(rf"^\s+{re.escape(label)}\b.*?CNY (-?[\d,]+)\.(\d\d)", out, re.MULTILINE)
+    assert found, f"no amount on line {label!r} in:\n{out}"
+    return int(found.group(1).replace(",", "")) * 100 + int(found.group(2))
+
+
+def section(out: str, title: str) -> list[str]:
+    """The indented lines under a section title."""
+    lines = out.splitlines()
+    start = lines.index(title) + 1
+    body = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        body.append(line.strip())
+    return body
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/demo.sqlite"
+
+
+def test_demo_shows_a_whole_trading_day(capsys: pytest.CaptureFixture[str], sqlite_url: str) -> None:
+    """A 40-order day reaches the main order states, takes money, refunds a late payment, raises a low-stock alert."""
+    code, out, err = run(capsys, "demo", "--store", sqlite_url, "--orders", "40")
+
+    assert code == 0, err
+    for state in ("paid", "shipped", "delivered", "completed", "cancelled"):
+        assert figure(out, state) > 0, f"no {state} orders in:\n{out}"
+    assert figure(out, "checkouts placed") > 0
+    assert figure(out, "refused for stock") > 0
+    assert amount(out, "money taken") > 0
+    assert figure(out, "late payments refunded") >= 1
+    assert amount(out, "late payments refunded") > 0
+    alerts = section(out, "Low-stock alerts (reorder suggestions)")
+    assert alerts and alerts != ["none"]
+    assert re.search(r"safety stock \d+", alerts[0])
+    assert "orders 40/40" in err
+
+
+def test_demo_runs_twice_on_the_same_store(capsys: pytest.CaptureFixture[str], sqlite_url: str) -> None:
+    """A second demo on a store that already holds a day starts later and still succeeds."""
+    first_code, first, _ = run(capsys, "demo", "--store", sqlite_url, "--orders", "40")
+    second_code, second, err = run(capsys, "demo", "--store", sqlite_url, "--orders", "40")
+
+    assert (first_code, second_code) == (0, 0), err
+    day = re.compile(r"Trading day (\d{4}-\d\d-\d\d)")
+    assert day.search(second).group(1) > day.search(first).group(1)  # type: ignore[union-attr]
+    assert amount(second, "money taken") > 0
+    assert figure(second, "completed") > 0
+
+
+def test_same_seed_gives_the_same_day_on_fresh_stores(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The same seed on two fresh stores prints the same summary, amounts included; another seed differs."""
+    outputs = []
+    for name, seed in (("a", "11"), ("b", "11"), ("c", "12")):
+        store = f"sqlite:///{tmp_path}/{name}.sqlite"
+        code, out, err = run(capsys, "demo", "--store", store, "--orders", "40", "--seed", seed)
+        assert code == 0, err
+        outputs.append(out)
+
+    assert outputs[0] == outputs[1]
+    assert amount(outputs[0], "money taken") == amount(outputs[1], "money taken")
+    assert outputs[2] != outputs[0]
+
+
+def test_sweep_after_the_demo_prints_its_counts(capsys: pytest.CaptureFixture[str], sqlite_url: str) -> None:
+    """The sweeper runs on the demo's store; after every window has passed it completes exactly the delivered orders."""
+    code, demo, _ = run(capsys, "demo", "--store", sqlite_url, "--orders", "40")
+    assert code == 0
+
+    code, later, err = run(capsys, "sweep", "--store", sqlite_url, "--now", "2031-01-01T00:00:00+00:00")
+    assert code == 0, err
+    assert "2031-01-01T00:00:00+00:00" in later
+    assert figure(later, "completed orders") == figure(demo, "delivered")
+    assert figure(later, "expired checkouts") == 0
+
+    code, now, err = run(capsys, "sweep", "--store", sqlite_url)
+    assert code == 0, err
+    for label in ("expired checkouts", "expired coupons", "completed orders"):
+        assert figure(now, label) == 0
+
+
+def test_the_store_can_come_from_the_environment(
+    capsys: pytest.CaptureFixture[str], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --store the demo uses ECOMCORE_STORE_URL."""
+    monkeypatch.setenv("ECOMCORE_STORE_URL", sqlite_url)
+    code, out, err = run(capsys, "demo", "--orders", "8")
+
+    assert code == 0, err
+    assert sqlite_url in err
+    assert Path(sqlite_url.removeprefix("sqlite:///")).exists()
+
+
+def test_a_bad_store_url_exits_2_with_a_readable_message(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown store scheme is reported as `error [code]: message` on stderr, exit status 2, no traceback."""
+    code, out, err = run(capsys, "demo", "--store", "nosuch://x", "--orders", "5")
+
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error [invalid_store_url]: ")
+    assert "nosuch://x" in err
+    assert "Traceback" not in err
+
+
+def test_an_unreadable_sweep_moment_is_a_usage_error(capsys: pytest.CaptureFixture[str], sqlite_url: str) -> None:
+    """A --now that is not ISO 8601 is refused by the argument parser with status 2."""
+    code, _, err = run(capsys, "sweep", "--store", sqlite_url, "--now", "next tuesday")
+
+    assert code == 2
+    assert "ISO 8601" in err
+
+
+def test_demo_on_postgresql(capsys: pytest.CaptureFixture[str], fresh_postgres_url: str) -> None:
+    """The same demo runs on a fresh PostgreSQL database."""
+    code, out, err = run(capsys, "demo", "--store", fresh_postgres_url, "--orders", "20")
+
+    assert code == 0, err
+    assert figure(out, "checkouts placed") > 0
+    assert amount(out, "money taken") > 0
+    assert figure(out, "late payments refunded") >= 1
