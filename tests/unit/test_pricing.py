@@ -883,7 +883,13 @@ def test_checkout_properties_on_random_carts(case):
             assert order.promotion_discount == expected
         else:
             assert order.promotion_discount == 0
-        if cart.coupon is None:
+        lines = by_key(order)
+        if cart.coupon is not None:
+            # the coupon's whole discount, computed on what the promotion left, is shared out
+            covered = [i for i in cart.items if cart.coupon.terms.scope.covers(i)]
+            left = sum(lines[i.key].gross - lines[i.key].promotion_discount for i in covered)
+            assert order.merchant_coupon_discount == cart.coupon.terms.discount_on(left)
+        else:
             assert order.merchant_coupon_discount == 0
         expected_freight = (
             cart.freight.fee(
@@ -897,3 +903,12 @@ def test_checkout_properties_on_random_carts(case):
         assert order.freight == expected_freight
     if platform_coupon is None:
         assert price.platform_coupon_discount == 0
+    else:
+        items = [i for cart in carts for i in cart.items if platform_coupon.terms.scope.covers(i)]
+        line_of = {line.key: line for line in all_lines}
+        left = sum(
+            line_of[i.key].gross - line_of[i.key].promotion_discount
+            - line_of[i.key].merchant_coupon_discount
+            for i in items
+        )
+        assert price.platform_coupon_discount == platform_coupon.terms.discount_on(left)

@@ -150,6 +150,9 @@ class Checkout(Aggregate):
         return not self.is_paid and now >= self.payment_deadline
 
     def mark_paid(self, payment_id: str, amount: int, provider_txn: str, now: datetime) -> None:
+        if self.is_paid or self.is_cancelled:
+            state = "paid" if self.is_paid else "cancelled"
+            raise IllegalTransition(f"checkout {self.id} is {state}; it cannot be paid again")
         self._record(self.Paid, now, payment_id=payment_id, amount=amount, provider_txn=provider_txn)
 
     def record_late_payment(self, payment_id: str, amount: int, provider_txn: str, now: datetime) -> None:

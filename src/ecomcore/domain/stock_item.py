@@ -166,8 +166,15 @@ class StockItem(Aggregate):
             raise IllegalTransition(
                 f"order {order_id} holds no reservation of sku {self.sku_id} in warehouse {self.warehouse_id}"
             )
-        if not reservation.confirmed:
-            self._record(self.ReservationConfirmed, now, order_id=order_id)
+        if reservation.confirmed:
+            return
+        if not reservation.is_active(now):
+            # Its units may already be promised to another order: reviving it would oversell.
+            raise IllegalTransition(
+                f"the reservation of order {order_id} on sku {self.sku_id} in warehouse {self.warehouse_id} "
+                f"expired at {reservation.expires_at:%Y-%m-%d %H:%M}"
+            )
+        self._record(self.ReservationConfirmed, now, order_id=order_id)
 
     def dispatch(self, order_id: UUID, shipment_id: UUID, quantity: int, now: datetime) -> None:
         reservation = self.reservations.get(order_id)
