@@ -14,6 +14,7 @@ ON_HAND = 7
 
 
 def _buy(store_url: str, worker: int, barrier, results) -> None:
+    # All workers open their Shop at once too: starting together must work.
     shop = Shop(store_url, settings=Settings(store_url=store_url, max_attempts=20))
     try:
         barrier.wait(timeout=60)
@@ -52,9 +53,11 @@ def test_concurrent_checkouts_of_the_last_units_never_oversell(fresh_postgres_ur
     workers = [ctx.Process(target=_buy, args=(url, n, barrier, results)) for n in range(WORKERS)]
     for process in workers:
         process.start()
-    outcomes = [results.get(timeout=120) for _ in range(WORKERS * UNITS_EACH)]
     for process in workers:
-        process.join(timeout=60)
+        process.join(timeout=120)
+    # A worker that died before reporting (exit code != 0) fails the test here, at once.
+    assert [process.exitcode for process in workers] == [0] * WORKERS
+    outcomes = [results.get(timeout=10) for _ in range(WORKERS * UNITS_EACH)]
 
     errors = [detail for kind, detail in outcomes if kind == "error"]
     assert errors == []

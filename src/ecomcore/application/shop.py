@@ -57,11 +57,12 @@ from ecomcore.infrastructure.clock import Clock, SystemClock
 from ecomcore.infrastructure.settings import Settings
 from ecomcore.infrastructure.store import EventStore
 
-C = TypeVar("C", bound=cmd.Command)
+C = TypeVar("C", bound=BaseModel)
 R = TypeVar("R")
 
 
 def _validated(command_type: type[C], given: C | None, fields: dict[str, Any]) -> C:
+    """The command (or catalogue value) as given, or built from keyword fields."""
     if given is not None:
         if fields:
             raise TypeError("pass either a command object or its fields, not both")
@@ -137,24 +138,24 @@ class Shop:
     # ------------------------------------------------------------------ catalogue
 
     def register_sku(self, sku: Sku | None = None, /, **fields: Any) -> Sku:
-        sku = _validated_value(Sku, sku, fields)
+        sku = _validated(Sku, sku, fields)
         if self.catalogue.merchant(sku.merchant_id) is None:
             raise NotFound(f"sku {sku.sku_id} names merchant {sku.merchant_id}, which is not registered")
         self.catalogue.add_sku(sku)
         return sku
 
     def register_warehouse(self, warehouse: Warehouse | None = None, /, **fields: Any) -> Warehouse:
-        warehouse = _validated_value(Warehouse, warehouse, fields)
+        warehouse = _validated(Warehouse, warehouse, fields)
         self.catalogue.add_warehouse(warehouse)
         return warehouse
 
     def register_merchant(self, merchant: Merchant | None = None, /, **fields: Any) -> Merchant:
-        merchant = _validated_value(Merchant, merchant, fields)
+        merchant = _validated(Merchant, merchant, fields)
         self.catalogue.add_merchant(merchant)
         return merchant
 
     def add_promotion(self, promotion: Promotion | None = None, /, **fields: Any) -> Promotion:
-        promotion = _validated_value(Promotion, promotion, fields)
+        promotion = _validated(Promotion, promotion, fields)
         if self.catalogue.merchant(promotion.terms.merchant_id) is None:
             raise NotFound(f"merchant {promotion.terms.merchant_id} is not registered")
         self.catalogue.add_promotion(promotion)
@@ -462,14 +463,7 @@ class Shop:
 
     def _usable_coupon(self, uow: UnitOfWork, coupon_id: UUID, customer_id: str, now: datetime) -> Coupon:
         coupon = uow.get(Coupon, coupon_id, "coupon")
-        if coupon.customer_id != customer_id:
-            raise CouponNotUsable(f"coupon {coupon_id} belongs to another customer")
-        if not coupon.is_valid_at(now):
-            raise CouponNotUsable(
-                f"coupon {coupon_id} is valid from {coupon.valid_from:%Y-%m-%d %H:%M} to {coupon.valid_until:%Y-%m-%d %H:%M}"
-            )
-        if coupon.state is not CouponState.AVAILABLE:
-            raise CouponNotUsable(f"coupon {coupon_id} is {coupon.state.value}, not available")
+        coupon.check_usable(customer_id, now)
         return coupon
 
     def _best_promotion(
@@ -737,18 +731,6 @@ class Shop:
                 order.confirm_receipt(now)
 
         self._transact(work)
-
-
-V = TypeVar("V", bound=BaseModel)
-
-
-def _validated_value(model: type[V], given: V | None, fields: dict[str, Any]) -> V:
-    if given is not None:
-        return given
-    try:
-        return model.model_validate(fields)
-    except ValidationError as error:
-        raise InvalidCommand(model.__name__, error.errors(include_url=False, include_context=False)) from None
 
 
 def _priced(sku: Sku, quantity: int) -> PricedItem:

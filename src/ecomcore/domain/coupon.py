@@ -216,17 +216,21 @@ class Coupon(Aggregate):
     def usable_by(self, customer_id: str, now: datetime) -> bool:
         return self.state is CouponState.AVAILABLE and self.customer_id == customer_id and self.is_valid_at(now)
 
-    def lock(self, customer_id: str, checkout_id: UUID, order_ids: tuple[UUID, ...], now: datetime) -> None:
+    def check_usable(self, customer_id: str, now: datetime) -> None:
+        """Raise CouponNotUsable unless this customer can use the coupon now."""
         if self.customer_id != customer_id:
             raise CouponNotUsable(f"coupon {self.id} belongs to another customer")
         if not self.is_valid_at(now):
-            # Past its validity a coupon cannot be locked, whatever its recorded state.
+            # Past its validity a coupon cannot be used, whatever its recorded state.
             raise CouponNotUsable(
                 f"coupon {self.id} is valid from {self.valid_from:%Y-%m-%d %H:%M} "
                 f"until {self.valid_until:%Y-%m-%d %H:%M}"
             )
         if self.state is not CouponState.AVAILABLE:
             raise CouponNotUsable(f"coupon {self.id} is {self.state.value}, not available")
+
+    def lock(self, customer_id: str, checkout_id: UUID, order_ids: tuple[UUID, ...], now: datetime) -> None:
+        self.check_usable(customer_id, now)
         self._record(self.Locked, now, checkout_id=checkout_id, order_ids=order_ids)
 
     def unlock(self, reason: str, now: datetime) -> None:

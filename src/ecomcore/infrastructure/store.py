@@ -11,7 +11,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError
+import random
+import time
+
+from eventsourcing.persistence import DatabaseError, IntegrityError
 from eventsourcing.utils import Environment
 
 from ecomcore.domain.aggregate import Aggregate, Snapshot, project
@@ -54,6 +57,9 @@ def is_postgres(url: str) -> bool:
     return urlsplit(url).scheme.split("+")[0] in ("postgres", "postgresql")
 
 
+_SCHEMA_ATTEMPTS = 5
+
+
 class EventStore(Application[UUID]):
     """Records aggregates' events atomically and loads aggregates (snapshots + cache)."""
 
@@ -64,7 +70,20 @@ class EventStore(Application[UUID]):
         self._settings = settings
         self.snapshotting_intervals = {cls: settings.snapshot_interval for cls in snapshotting}
         self.snapshotting_projectors = {cls: project for cls in snapshotting}
-        super().__init__()
+        for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
+            try:
+                super().__init__()
+                return
+            except DatabaseError:
+                # Processes starting together each run CREATE TABLE IF NOT EXISTS;
+                # PostgreSQL can refuse the losers ("tuple concurrently updated").
+                # The tables exist once any of them succeeds, so try again.
+                factory = getattr(self, "factory", None)
+                if factory is not None:
+                    factory.close()
+                if attempt == _SCHEMA_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05 * attempt))
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Only our own settings configure the store: a stray PERSISTENCE_MODULE or
