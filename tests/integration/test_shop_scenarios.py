@@ -348,3 +348,44 @@ def test_units_missing_at_stocktake_cannot_be_dispatched(shop):
         shop.dispatch(shipment_id=paid.shipment_ids[0], carrier="SF", tracking_number="SF9")
     assert stored_events(shop) == before
     assert shop.shipment(paid.shipment_ids[0]).state is ShipmentState.PLANNED
+
+
+def _promotion(promotion_id, *, days=(0, 7), sku_ids=(), exclusive=True):
+    from ecomcore import Promotion, PromotionTerms, PromotionTier, Scope
+
+    return Promotion(
+        promotion_id=promotion_id,
+        terms=PromotionTerms(
+            merchant_id="m1",
+            tiers=(PromotionTier(threshold=20000, amount_off=2000), PromotionTier(threshold=30000, amount_off=4000)),
+            scope=Scope(sku_ids=sku_ids),
+            exclusive=exclusive,
+        ),
+        starts_at=START + timedelta(days=days[0]),
+        ends_at=START + timedelta(days=days[1]),
+    )
+
+
+def test_overlapping_exclusive_promotion_is_refused(shop):
+    """A promotion overlapping an exclusive one in time and goods is refused, naming the other."""
+    from ecomcore import PromotionConflict
+
+    shop.add_promotion(_promotion("double11", sku_ids=("A1", "B1")))
+    with pytest.raises(PromotionConflict) as conflict:
+        shop.add_promotion(_promotion("flash", days=(3, 4), sku_ids=("B1",), exclusive=False))
+    assert conflict.value.code == "promotion_conflict" and "double11" in conflict.value.message
+    shop.add_promotion(_promotion("later", days=(7, 9), sku_ids=("A1",)))  # after it ends
+    shop.add_promotion(_promotion("other-goods", days=(1, 2), sku_ids=("C1",)))  # disjoint SKUs
+    shop.add_promotion(_promotion("double11", days=(0, 7), sku_ids=("A1", "B1", "E1")))  # replacing itself
+    assert [p.promotion_id for p in shop.catalogue.promotions("m1")] == ["double11", "other-goods", "later"]
+
+
+def test_best_tier_of_the_active_promotion_applies(shop):
+    """The automatic promotion gives its best reached tier, apportioned before coupons."""
+    shop.add_promotion(_promotion("double11", sku_ids=("A1", "B1")))
+    receipt = shop.checkout(
+        customer_id="tom", items=[{"sku_id": "A1", "quantity": 5}, {"sku_id": "B1", "quantity": 4}], shipping_address="x"
+    )
+    order = shop.order(receipt.order_ids[0])
+    assert order.promotion_id == "double11"
+    assert sum(line.promotion_discount for line in order.lines) == 4000  # 14950 + 18000 ≥ 30000

@@ -31,6 +31,7 @@ from ecomcore.domain.errors import (
     InvalidCommand,
     NotFound,
     PaymentRefused,
+    PromotionConflict,
 )
 from ecomcore.domain.order import (
     Allocation,
@@ -158,6 +159,14 @@ class Shop:
         promotion = _validated(Promotion, promotion, fields)
         if self.catalogue.merchant(promotion.terms.merchant_id) is None:
             raise NotFound(f"merchant {promotion.terms.merchant_id} is not registered")
+        for other in self.catalogue.promotions(promotion.terms.merchant_id):
+            if promotion.conflicts_with(other):
+                raise PromotionConflict(
+                    f"promotion {promotion.promotion_id} overlaps promotion {other.promotion_id} "
+                    f"({other.starts_at:%Y-%m-%d %H:%M} to {other.ends_at:%Y-%m-%d %H:%M}) in time and goods, "
+                    "and one of them is exclusive",
+                    other_promotion_id=other.promotion_id,
+                )
         self.catalogue.add_promotion(promotion)
         return promotion
 

@@ -67,6 +67,18 @@ class Promotion(BaseModel):
     def is_active(self, now: datetime) -> bool:
         return self.starts_at <= now < self.ends_at
 
+    def conflicts_with(self, other: Promotion) -> bool:
+        """Two promotions of one merchant clash when either is exclusive and they
+        overlap in time and in the goods they cover."""
+        return (
+            other.promotion_id != self.promotion_id
+            and other.terms.merchant_id == self.terms.merchant_id
+            and (self.terms.exclusive or other.terms.exclusive)
+            and self.starts_at < other.ends_at
+            and other.starts_at < self.ends_at
+            and self.terms.scope.overlaps(other.terms.scope)
+        )
+
 
 class Catalogue(Protocol):
     """Where the Shop looks up its inputs."""
