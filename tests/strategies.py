@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from hypothesis import strategies as st
 
+from ecomcore.domain.aggregate import Aggregate, project
 from ecomcore.domain.catalogue import Sku
 from ecomcore.domain.order import Allocation, OrderLine
 
@@ -73,3 +75,16 @@ stock_commands = st.lists(
     ),
     max_size=40,
 )
+
+
+def replayed(live: Aggregate) -> Any:
+    """The aggregate rebuilt by replaying its whole history (earlier given events plus new ones)."""
+    history = [*getattr(live, "given_history", []), *live.collect_events()]
+    rebuilt = project(None, history)
+    assert rebuilt is not None
+    rebuilt.given_history = history  # type: ignore[attr-defined]
+    return rebuilt
+
+
+def state(aggregate: Aggregate) -> dict[str, Any]:
+    return {k: v for k, v in vars(aggregate).items() if k not in ("_pending", "given_history")}

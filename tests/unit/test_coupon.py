@@ -7,9 +7,9 @@ from typing import Any
 from uuid import UUID, uuid5
 
 import pytest
-from strategies import T0
+from strategies import T0, replayed, state
 
-from ecomcore.domain.aggregate import Aggregate, Snapshot, project
+from ecomcore.domain.aggregate import Snapshot, project
 from ecomcore.domain.coupon import Coupon, CouponCampaign, CouponState, IssueChannel, Validity
 from ecomcore.domain.errors import CampaignRefused, CouponNotUsable, IllegalTransition
 from ecomcore.domain.pricing import CouponKind, CouponTerms
@@ -21,18 +21,6 @@ ORDER = UUID("00000000-0000-4000-8000-0000000000e1")
 DAY = timedelta(days=1)
 TERMS = CouponTerms(kind=CouponKind.THRESHOLD, amount_off=1500, threshold=10000)
 
-
-def replayed(live: Aggregate) -> Any:
-    """The aggregate rebuilt by replaying its whole history (earlier given events plus new ones)."""
-    history = [*getattr(live, "given_history", []), *live.collect_events()]
-    rebuilt = project(None, history)
-    assert rebuilt is not None
-    rebuilt.given_history = history  # type: ignore[attr-defined]
-    return rebuilt
-
-
-def state(aggregate: Aggregate) -> dict[str, Any]:
-    return {k: v for k, v in vars(aggregate).items() if k not in ("_pending", "given_history")}
 
 
 def campaign(

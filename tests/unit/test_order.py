@@ -7,9 +7,9 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from strategies import T0, make_line
+from strategies import T0, make_line, replayed, state
 
-from ecomcore.domain.aggregate import Aggregate, project
+from ecomcore.domain.aggregate import project
 from ecomcore.domain.errors import IllegalTransition
 from ecomcore.domain.order import (
     LATE_PAYMENT,
@@ -31,18 +31,6 @@ PAID_AT = T0 + timedelta(hours=1)
 LINES = (make_line(1, "sku-1", 2, unit_price=2990), make_line(2, "sku-2", 1, unit_price=4500))
 PAYABLE = 2 * 2990 + 4500 + 800
 
-
-def replayed(live: Aggregate) -> Any:
-    """The aggregate rebuilt by replaying its whole history (earlier given events plus new ones)."""
-    history = [*getattr(live, "given_history", []), *live.collect_events()]
-    rebuilt = project(None, history)
-    assert rebuilt is not None
-    rebuilt.given_history = history  # type: ignore[attr-defined]
-    return rebuilt
-
-
-def state(aggregate: Aggregate) -> dict[str, Any]:
-    return {k: v for k, v in vars(aggregate).items() if k not in ("_pending", "given_history")}
 
 
 def checkout(**overrides: Any) -> Checkout:
