@@ -148,25 +148,34 @@ class Scope(_Value):
         return True
 
     def _includes(self, item: PricedItem) -> bool:
-        # category_path runs root..leaf, so a scope on a parent category covers its
-        # descendants.
-        return (
-            item.sku_id in self.sku_ids
-            or item.spu_id in self.spu_ids
-            or item.brand_id in self.brand_ids
-            or any(category in self.category_ids for category in item.category_path)
-        )
+        return _lists(item, self.sku_ids, self.spu_ids, self.brand_ids, self.category_ids)
 
     def _excludes(self, item: PricedItem) -> bool:
-        return (
-            item.sku_id in self.excluded_sku_ids
-            or item.spu_id in self.excluded_spu_ids
-            or item.brand_id in self.excluded_brand_ids
-            or any(category in self.excluded_category_ids for category in item.category_path)
+        return _lists(
+            item, self.excluded_sku_ids, self.excluded_spu_ids, self.excluded_brand_ids, self.excluded_category_ids
         )
 
     def _lists_only_skus(self) -> bool:
         return bool(self.sku_ids) and not (self.spu_ids or self.category_ids or self.brand_ids)
+
+
+def _lists(
+    item: PricedItem,
+    sku_ids: tuple[str, ...],
+    spu_ids: tuple[str, ...],
+    brand_ids: tuple[str, ...],
+    category_ids: tuple[str, ...],
+) -> bool:
+    """Whether the item is named by SKU, SPU, brand or category in these lists.
+
+    category_path runs root..leaf, so naming a parent category names its descendants.
+    """
+    return (
+        item.sku_id in sku_ids
+        or item.spu_id in spu_ids
+        or item.brand_id in brand_ids
+        or any(category in category_ids for category in item.category_path)
+    )
 
 
 class PricedItem(_Value):
