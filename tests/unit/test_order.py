@@ -17,6 +17,7 @@ from ecomcore.domain.order import (
     Checkout,
     Order,
     OrderState,
+    PlannedParcel,
     RefundStatus,
     checkout_id_for_request,
     order_id_for,
@@ -65,8 +66,16 @@ def order(*, paid: bool = False, shipments: tuple[UUID, ...] = ()) -> Order:
     if paid or shipments:
         live.pay("pay-1", PAYABLE, "txn-1", PAID_AT)
     if shipments:
-        live.plan_shipments(shipments, PAID_AT)
+        live.plan_shipments(parcels(*shipments), PAID_AT)
     return replayed(live)
+
+
+def parcels(*shipment_ids: UUID) -> tuple[PlannedParcel, ...]:
+    """One parcel carries everything; two carry line 1 and line 2 apart."""
+    if len(shipment_ids) == 1:
+        return (PlannedParcel(shipment_id=shipment_ids[0], lines={1: 2, 2: 1}),)
+    first, second = shipment_ids
+    return (PlannedParcel(shipment_id=first, lines={1: 2}), PlannedParcel(shipment_id=second, lines={2: 1}))
 
 
 def kinds(events: list[Any]) -> list[str]:
@@ -268,21 +277,15 @@ def test_late_payment_refund_ids_differ_per_payment_and_order() -> None:
 
 
 def test_refund_status_follows_goods_refunds() -> None:
-    """Refund status is NONE, then PARTIAL, then FULL as goods refunds reach what was paid."""
-    o = order(paid=True)
-    first = Order.RefundIssued(
-        originator_id=ORDER, originator_version=o.version + 1, timestamp=PAID_AT,
-        refund_id="r1", amount=2990, reason="refund_only", lines={1: (1, 2990)},
-    )
-    o._apply(first)
-    assert o.refund_status is RefundStatus.PARTIAL
+    """Refund status is NONE, then PARTIAL, then FULL once every unit is refunded; the order then closes."""
+    o = order(shipments=(S1,))
+    assert o.refund_status is RefundStatus.NONE
+    o.issue_refund("r1", o.plan_refund_only({1: 1}), "out of stock", PAID_AT)
+    assert o.refund_status is RefundStatus.PARTIAL and o.state is OrderState.PAID
     assert (o.refunded_units, o.refunded_amounts) == ({1: 1}, {1: 2990})
-    rest = Order.RefundIssued(
-        originator_id=ORDER, originator_version=o.version + 1, timestamp=PAID_AT,
-        refund_id="r2", amount=PAYABLE - 2990, reason="refund_only", lines={1: (1, 2990), 2: (1, 4500)}, freight=800,
-    )
-    o._apply(rest)
-    assert o.refund_status is RefundStatus.FULL
+    o.issue_refund("r2", o.plan_refund_only({1: 1, 2: 1}), "out of stock", PAID_AT)
+    assert o.refund_status is RefundStatus.FULL and o.state is OrderState.CLOSED
+    assert o.refunded == o.paid == PAYABLE
 
 
 # ------------------------------------------------------------------ shipments and completion
@@ -291,9 +294,9 @@ def test_refund_status_follows_goods_refunds() -> None:
 def test_shipments_planned_after_payment() -> None:
     """A paid order records ShipmentsPlanned; every shipment starts planned."""
     o = order(paid=True)
-    o.plan_shipments((S1, S2), PAID_AT)
+    o.plan_shipments(parcels(S1, S2), PAID_AT)
     (event,) = o.collect_events()
-    assert isinstance(event, Order.ShipmentsPlanned) and event.shipment_ids == (S1, S2)
+    assert isinstance(event, Order.ShipmentsPlanned) and [p.shipment_id for p in event.parcels] == [S1, S2]
     assert set(o.shipments) == {S1, S2}
     assert o.state is OrderState.PAID
 
@@ -302,7 +305,7 @@ def test_shipments_cannot_be_planned_before_payment() -> None:
     """Shipments are planned only for a paid order."""
     o = order()
     with pytest.raises(IllegalTransition):
-        o.plan_shipments((S1,), T0)
+        o.plan_shipments(parcels(S1), T0)
     assert o.collect_events() == []
 
 

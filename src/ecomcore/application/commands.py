@@ -10,12 +10,17 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from ecomcore.domain.catalogue import Id
 from ecomcore.domain.coupon import IssueChannel, Validity
-from ecomcore.domain.order import CancelReason
+from ecomcore.domain.after_sales import RefundKind
+from ecomcore.domain.order import CancelReason, OrderState, RefundStatus
 from ecomcore.domain.pricing import CouponTerms
 
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 ExternalId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 Quantity = Annotated[int, Field(gt=0, le=1_000_000, strict=True)]
+LineNo = Annotated[int, Field(ge=1, le=10_000)]
+#: Units by order line number, e.g. ``{1: 2, 3: 1}``.
+LineUnits = Annotated[dict[LineNo, Quantity], Field(min_length=1, max_length=200)]
+Marked = Annotated[dict[LineNo, Annotated[int, Field(ge=0, le=1_000_000, strict=True)]], Field(max_length=200)]
 
 
 class Command(BaseModel):
@@ -133,6 +138,57 @@ class ConfirmReceipt(Command):
     customer_id: Id
 
 
+class RefundOnly(Command):
+    """仅退款: refund units without goods coming back (not dispatched yet, lost, or missing)."""
+
+    order_id: UUID
+    refund_id: ExternalId  # the payment provider's refund id
+    lines: LineUnits
+    reason: Text
+
+
+class RequestReturn(Command):
+    order_id: UUID
+    customer_id: Id
+    lines: LineUnits
+    reason: Text
+    #: Retrying with the same request id names the same return.
+    request_id: ExternalId | None = None
+
+
+class ApproveReturn(Command):
+    order_id: UUID
+    return_id: UUID
+
+
+class RejectReturn(Command):
+    order_id: UUID
+    return_id: UUID
+    reason: Text
+
+
+class ShipReturn(Command):
+    order_id: UUID
+    return_id: UUID
+    carrier: Text
+    tracking_number: ExternalId
+
+
+class ReceiveReturn(Command):
+    """The warehouse checks a return in: every unit is marked sellable or damaged."""
+
+    order_id: UUID
+    return_id: UUID
+    sellable: Marked = {}
+    damaged: Marked = {}
+
+
+class RefundReturn(Command):
+    order_id: UUID
+    return_id: UUID
+    refund_id: ExternalId
+
+
 class Receipt(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -152,3 +208,17 @@ class PaymentReceipt(Receipt):
     outcome: str
     order_ids: tuple[UUID, ...]
     shipment_ids: tuple[UUID, ...] = ()
+
+
+class RefundReceipt(Receipt):
+    order_id: UUID
+    refund_id: str
+    kind: RefundKind
+    amount: int
+    freight: int
+    #: line_no → (units, amount)
+    lines: dict[int, tuple[int, int]]
+    order_state: OrderState
+    refund_status: RefundStatus
+    #: Coupons that became available again because this refund completed their orders.
+    returned_coupon_ids: tuple[UUID, ...] = ()

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from ecomcore.application import commands as cmd
 from ecomcore.application.unit_of_work import UnitOfWork
+from ecomcore.domain.after_sales import RefundableSummary, RefundKind, RefundPlan, RefundRecord, ReturnCase
 from ecomcore.domain.aggregate import Aggregate, DomainEvent
 from ecomcore.domain.catalogue import Catalogue, Merchant, Promotion, Sku, Warehouse
 from ecomcore.domain.coupon import Coupon, CouponCampaign, CouponState
@@ -40,6 +41,7 @@ from ecomcore.domain.order import (
     Order,
     OrderLine,
     OrderState,
+    PlannedParcel,
     checkout_id_for_request,
     order_id_for,
 )
@@ -51,7 +53,15 @@ from ecomcore.domain.pricing import (
     apportion,
     price_checkout,
 )
-from ecomcore.domain.shipment import Shipment, TrackingUpdate, plan_parcels, shipment_id_for
+from ecomcore.domain.shipment import (
+    ParcelItem,
+    Shipment,
+    ShipmentState,
+    TrackingUpdate,
+    plan_parcels,
+    return_shipment_id_for,
+    shipment_id_for,
+)
 from ecomcore.domain.stock_item import StockItem, stock_item_id
 from ecomcore.infrastructure.catalogue import open_catalogue
 from ecomcore.infrastructure.clock import Clock, SystemClock
@@ -558,7 +568,7 @@ class Shop:
         """Second split: delivery notes per warehouse, parcels by weight (发货拆单)."""
         assert order.checkout_id is not None
         parcels = plan_parcels(order.lines, self.settings.parcel_weight_limit_g)
-        ids = []
+        planned = []
         for number, parcel in enumerate(parcels, start=1):
             shipment_id = shipment_id_for(order.id, number)
             uow.add(
@@ -572,8 +582,9 @@ class Shop:
                     items=parcel.items,
                 )
             )
-            ids.append(shipment_id)
-        order.plan_shipments(tuple(ids), now)
+            lines = {item.line_no: item.quantity for item in parcel.items}
+            planned.append(PlannedParcel(shipment_id=shipment_id, lines=lines))
+        order.plan_shipments(tuple(planned), now)
 
     # ------------------------------------------------------------------ cancellation and expiry
 
@@ -742,6 +753,182 @@ class Shop:
         self._transact(work)
 
 
+    # ------------------------------------------------------------------ after-sales (售后)
+
+    def refund_only(self, command: cmd.RefundOnly | None = None, /, **fields: Any) -> cmd.RefundReceipt:
+        """仅退款: refund units whose goods do not come back, priced from the order's history.
+
+        Units not dispatched yet leave their planned parcels (which shrink or are
+        cancelled) and their stock reservations are released; units of lost parcels
+        and delivered units the customer keeps are refunded as they are.
+        The same refund id again is a no-op that returns the same receipt.
+        """
+        c = _validated(cmd.RefundOnly, command, fields)
+
+        def work(uow: UnitOfWork, now: datetime) -> cmd.RefundReceipt:
+            order = uow.get(Order, c.order_id, "order")
+            earlier = order.earlier_refund(c.refund_id, RefundKind.REFUND_ONLY, c.lines)
+            if earlier is not None:
+                return _refund_receipt(order, earlier)
+            plan = order.plan_refund_only(c.lines)
+            self._withdraw_from_parcels(uow, order, plan, now)
+            return self._issue_refund(uow, order, c.refund_id, plan, c.reason, now)
+
+        return self._transact(work)
+
+    def request_return(self, command: cmd.RequestReturn | None = None, /, **fields: Any) -> UUID:
+        """退货: the customer asks to send delivered units back; returns the return id."""
+        c = _validated(cmd.RequestReturn, command, fields)
+        return_id = uuid5(c.order_id, f"return-request:{c.request_id}") if c.request_id else uuid4()
+
+        def work(uow: UnitOfWork, now: datetime) -> UUID:
+            order = self._customer_order(uow, c.order_id, c.customer_id)
+            order.request_return(return_id, c.lines, c.reason, self.settings.after_sales_window, now)
+            return return_id
+
+        return self._transact(work)
+
+    def approve_return(self, command: cmd.ApproveReturn | None = None, /, **fields: Any) -> None:
+        c = _validated(cmd.ApproveReturn, command, fields)
+        self._transact(lambda uow, now: uow.get(Order, c.order_id, "order").approve_return(c.return_id, now))
+
+    def reject_return(self, command: cmd.RejectReturn | None = None, /, **fields: Any) -> None:
+        c = _validated(cmd.RejectReturn, command, fields)
+        self._transact(lambda uow, now: uow.get(Order, c.order_id, "order").reject_return(c.return_id, c.reason, now))
+
+    def ship_return(self, command: cmd.ShipReturn | None = None, /, **fields: Any) -> UUID:
+        """The customer sends an approved return with a carrier; returns the return shipment's id.
+
+        The parcel goes back to the warehouse that sent the returned goods (the first
+        one, if they came from several); sending the same waybill again is a no-op.
+        """
+        c = _validated(cmd.ShipReturn, command, fields)
+
+        def work(uow: UnitOfWork, now: datetime) -> UUID:
+            order = uow.get(Order, c.order_id, "order")
+            case = self._return_case(order, c.return_id)
+            if case.shipment_id is not None:
+                sent = uow.get(Shipment, case.shipment_id)
+                if (sent.carrier, sent.tracking_number) == (c.carrier, c.tracking_number):
+                    return sent.id
+            shipment_id = return_shipment_id_for(order.id, case.return_id)
+            order.return_shipped(case.return_id, shipment_id, now)
+            assert order.checkout_id is not None
+            uow.add(
+                Shipment.send_return(
+                    shipment_id,
+                    now,
+                    order_id=order.id,
+                    checkout_id=order.checkout_id,
+                    merchant_id=order.merchant_id,
+                    warehouse_id=self._return_warehouse(uow, order, case),
+                    return_id=case.return_id,
+                    items=tuple(
+                        ParcelItem(
+                            line_no=line_no,
+                            sku_id=order.line(line_no).sku.sku_id,
+                            quantity=units,
+                            weight_g=units * order.line(line_no).sku.weight_g,
+                        )
+                        for line_no, units in case.lines.items()
+                    ),
+                    carrier=c.carrier,
+                    tracking_number=c.tracking_number,
+                )
+            )
+            return shipment_id
+
+        return self._transact(work)
+
+    def receive_return(self, command: cmd.ReceiveReturn | None = None, /, **fields: Any) -> None:
+        """Check a return in: sellable units go back into stock, damaged ones are written off."""
+        c = _validated(cmd.ReceiveReturn, command, fields)
+
+        def work(uow: UnitOfWork, now: datetime) -> None:
+            order = uow.get(Order, c.order_id, "order")
+            case = self._return_case(order, c.return_id)
+            order.return_received(case.return_id, c.sellable, c.damaged, now)
+            assert case.shipment_id is not None
+            shipment = uow.get(Shipment, case.shipment_id)
+            shipment.receive(order.returns[case.return_id].sellable, order.returns[case.return_id].damaged, now)
+            for line_no in case.lines:
+                sku_id = order.line(line_no).sku.sku_id
+                stock = self._stock_item(uow, sku_id, shipment.warehouse_id, now)
+                if sellable := c.sellable.get(line_no, 0):
+                    stock.restock_return(order.id, sellable, now)
+                if damaged := c.damaged.get(line_no, 0):
+                    stock.write_off_return(order.id, damaged, f"damaged in return {case.return_id}", now)
+
+        self._transact(work)
+
+    def refund_return(self, command: cmd.RefundReturn | None = None, /, **fields: Any) -> cmd.RefundReceipt:
+        """Refund a received return; the same refund id again is a no-op."""
+        c = _validated(cmd.RefundReturn, command, fields)
+
+        def work(uow: UnitOfWork, now: datetime) -> cmd.RefundReceipt:
+            order = uow.get(Order, c.order_id, "order")
+            case = self._return_case(order, c.return_id)
+            earlier = order.earlier_refund(c.refund_id, RefundKind.RETURN, case.lines, case.return_id)
+            if earlier is not None:
+                return _refund_receipt(order, earlier)
+            plan = order.plan_return_refund(case.return_id)
+            return self._issue_refund(uow, order, c.refund_id, plan, case.reason, now)
+
+        return self._transact(work)
+
+    def refundable(self, order_id: UUID) -> RefundableSummary:
+        """Each line's net paid, refunded and still refundable, computed from the order's history."""
+        return self.order(order_id).refundable()
+
+    def refunds(self, order_id: UUID) -> list[RefundRecord]:
+        """The order's refund history, late-payment refunds included, oldest first."""
+        return self.order(order_id).refund_history
+
+    def return_case(self, order_id: UUID, return_id: UUID) -> ReturnCase:
+        return self._return_case(self.order(order_id), return_id)
+
+    def _customer_order(self, uow: UnitOfWork, order_id: UUID, customer_id: str) -> Order:
+        order = uow.get(Order, order_id, "order")
+        if order.customer_id != customer_id:
+            raise NotFound(f"customer {customer_id} has no order {order_id}")
+        return order
+
+    @staticmethod
+    def _return_case(order: Order, return_id: UUID) -> ReturnCase:
+        case = order.returns.get(return_id)
+        if case is None:
+            raise NotFound(f"order {order.id} has no return {return_id}")
+        return case
+
+    def _return_warehouse(self, uow: UnitOfWork, order: Order, case: ReturnCase) -> str:
+        for shipment_id, units in order.parcels.items():
+            if any(line_no in units for line_no in case.lines):
+                shipment = uow.get(Shipment, shipment_id)
+                if shipment.state is ShipmentState.DELIVERED:
+                    return shipment.warehouse_id
+        raise AssertionError(f"return {case.return_id} names no delivered parcel of order {order.id}")
+
+    def _withdraw_from_parcels(self, uow: UnitOfWork, order: Order, plan: RefundPlan, now: datetime) -> None:
+        """Refunded units that have not left: shrink their parcels, release their reservations."""
+        for shipment_id, units in plan.withdrawn.items():
+            shipment = uow.get(Shipment, shipment_id)
+            shipment.withdraw(units, "refunded before dispatch", now)
+            for line_no, n in units.items():
+                stock = uow.get(StockItem, stock_item_id(order.line(line_no).sku.sku_id, shipment.warehouse_id))
+                stock.release(order.id, "refunded", now, quantity=n)
+
+    def _issue_refund(
+        self, uow: UnitOfWork, order: Order, refund_id: str, plan: RefundPlan, reason: str, now: datetime
+    ) -> cmd.RefundReceipt:
+        record = order.issue_refund(refund_id, plan, reason, now)
+        returned: list[UUID] = []
+        if order.is_fully_refunded:
+            assert order.checkout_id is not None
+            for coupon_id in uow.get(Checkout, order.checkout_id).coupon_ids:
+                if uow.get(Coupon, coupon_id).order_refunded(order.id, now):
+                    returned.append(coupon_id)
+        return _refund_receipt(order, record, tuple(returned))
+
 def _priced(sku: Sku, quantity: int) -> PricedItem:
     return PricedItem(
         key=sku.sku_id,
@@ -770,6 +957,20 @@ def _earlier_payment(checkout: Checkout, payment_id: str) -> int | None:
     if checkout.payment_id == payment_id:
         return checkout.paid_amount
     return checkout.late_payments.get(payment_id)
+
+
+def _refund_receipt(order: Order, record: RefundRecord, returned: tuple[UUID, ...] = ()) -> cmd.RefundReceipt:
+    return cmd.RefundReceipt(
+        order_id=order.id,
+        refund_id=record.refund_id,
+        kind=record.kind,
+        amount=record.amount,
+        freight=record.freight,
+        lines=record.lines,
+        order_state=order.state,
+        refund_status=order.refund_status,
+        returned_coupon_ids=returned,
+    )
 
 
 def _payment_receipt(checkout: Checkout, orders: list[Order], payment_id: str) -> cmd.PaymentReceipt:

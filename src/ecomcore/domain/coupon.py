@@ -186,6 +186,11 @@ class Coupon(Aggregate):
     class Redeemed(DomainEvent):
         checkout_id: UUID
 
+    class OrderRefunded(DomainEvent):
+        """One order this coupon was used on has been refunded in full."""
+
+        order_id: UUID
+
     class Returned(DomainEvent):
         reason: str
 
@@ -202,6 +207,7 @@ class Coupon(Aggregate):
         self.state = CouponState.AVAILABLE
         self.checkout_id: UUID | None = None
         self.order_ids: tuple[UUID, ...] = ()
+        self.refunded_orders: set[UUID] = set()
 
     @classmethod
     def issue(cls, coupon_id: UUID, now: datetime, **facts: Any) -> Coupon:
@@ -247,6 +253,24 @@ class Coupon(Aggregate):
             raise IllegalTransition(f"coupon {self.id} is not locked by checkout {checkout_id}")
         self._record(self.Redeemed, now, checkout_id=checkout_id)
 
+    def order_refunded(self, order_id: UUID, now: datetime) -> bool:
+        """An order it was redeemed on is fully refunded; True if the coupon came back.
+
+        A coupon is returned only when every order it covered is fully refunded (a
+        platform coupon spans all merchant orders of its checkout), and only while it
+        is still valid; otherwise it stays redeemed.  Every such order records itself
+        here, so two orders refunded at once conflict on this coupon instead of each
+        missing the other's refund.
+        """
+        if self.state is not CouponState.REDEEMED or order_id not in self.order_ids:
+            return False
+        if order_id not in self.refunded_orders:
+            self._record(self.OrderRefunded, now, order_id=order_id)
+        if self.refunded_orders.issuperset(self.order_ids) and self.is_valid_at(now):
+            self._record(self.Returned, now, reason="order refunded in full")
+            return True
+        return False
+
     def expire(self, now: datetime) -> bool:
         """Record that an unused coupon ran out of validity; True if it did now."""
         if self.state is CouponState.AVAILABLE and not self.is_valid_at(now) and now >= self.valid_until:
@@ -271,9 +295,14 @@ class Coupon(Aggregate):
     def _redeemed(self, e: Redeemed) -> None:
         self.state = CouponState.REDEEMED
 
+    @applies(OrderRefunded)
+    def _order_refunded(self, e: OrderRefunded) -> None:
+        self.refunded_orders.add(e.order_id)
+
     @applies(Returned)
     def _returned(self, e: Returned) -> None:
         self.state, self.checkout_id, self.order_ids = CouponState.AVAILABLE, None, ()
+        self.refunded_orders = set()
 
     @applies(Expired)
     def _expired(self, e: Expired) -> None:

@@ -102,7 +102,15 @@ class PromotionConflict(DomainError):
 
 
 class RefundRefused(DomainError):
+    """The units asked for cannot be refunded now (never paid, already refunded, on their way…)."""
+
     code = "refund_refused"
+
+
+class ReturnRefused(DomainError):
+    """Goods that cannot be returned: not delivered, already claimed, or past the after-sales window."""
+
+    code = "return_refused"
 
 
 class ConcurrencyConflict(EcomcoreError):

@@ -1,7 +1,9 @@
 """Shipment (发货/物流): one parcel with one waybill.
 
-States: ``planned → dispatched → in_transit → delivered``, or ``→ failed``;
-``planned → cancelled`` when its lines are refunded before dispatch.
+Outbound: ``planned → dispatched → in_transit → delivered``, or ``→ failed``;
+a planned parcel shrinks, or is ``cancelled``, when its units are refunded before
+dispatch.  A return parcel is sent back by the customer after an approved return:
+``dispatched → in_transit → received``, with each unit marked sellable or damaged.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ShipmentState(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    RECEIVED = "received"  # a return parcel, checked in at the warehouse
 
 
 class ParcelItem(BaseModel):
@@ -40,9 +43,19 @@ class ParcelPlan(BaseModel):
     warehouse_id: str
     items: tuple[ParcelItem, ...]
 
+    @classmethod
+    def send_return(cls, shipment_id: UUID, now: datetime, **facts: object) -> Shipment:
+        shipment = cls(shipment_id)
+        shipment._record(cls.ReturnSent, now, **facts)
+        return shipment
+
     @property
     def weight_g(self) -> int:
         return sum(item.weight_g for item in self.items)
+
+    @property
+    def is_return(self) -> bool:
+        return self.return_id is not None
 
 
 def plan_parcels(lines: Sequence[OrderLine], weight_limit_g: int) -> list[ParcelPlan]:
@@ -85,6 +98,10 @@ def shipment_id_for(order_id: UUID, parcel_no: int) -> UUID:
     return uuid5(order_id, f"parcel:{parcel_no}")
 
 
+def return_shipment_id_for(order_id: UUID, return_id: UUID) -> UUID:
+    return uuid5(order_id, f"return:{return_id}")
+
+
 class TrackingUpdate(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     occurred_at: datetime
@@ -116,6 +133,30 @@ class Shipment(Aggregate):
     class Cancelled(DomainEvent):
         reason: str
 
+    class Shrunk(DomainEvent):
+        """Units taken out of a planned parcel (refunded before dispatch)."""
+
+        units: dict[int, int] = Field(min_length=1)
+        reason: str
+
+    class ReturnSent(DomainEvent):
+        """The customer handed an approved return to a carrier."""
+
+        order_id: UUID
+        checkout_id: UUID
+        merchant_id: str
+        warehouse_id: str
+        return_id: UUID
+        items: tuple[ParcelItem, ...] = Field(min_length=1)
+        carrier: str
+        tracking_number: str
+
+    class Received(DomainEvent):
+        """A return parcel checked in at the warehouse, unit by unit."""
+
+        sellable: dict[int, int]
+        damaged: dict[int, int]
+
     def __init__(self, id: UUID) -> None:
         super().__init__(id)
         self.order_id: UUID | None = None
@@ -127,6 +168,9 @@ class Shipment(Aggregate):
         self.carrier = ""
         self.tracking_number = ""
         self.tracking: list[TrackingUpdate] = []
+        self.return_id: UUID | None = None
+        self.sellable: dict[int, int] = {}
+        self.damaged: dict[int, int] = {}
 
     @classmethod
     def plan(cls, shipment_id: UUID, now: datetime, **facts: object) -> Shipment:
@@ -134,9 +178,19 @@ class Shipment(Aggregate):
         shipment._record(cls.Planned, now, **facts)
         return shipment
 
+    @classmethod
+    def send_return(cls, shipment_id: UUID, now: datetime, **facts: object) -> Shipment:
+        shipment = cls(shipment_id)
+        shipment._record(cls.ReturnSent, now, **facts)
+        return shipment
+
     @property
     def weight_g(self) -> int:
         return sum(item.weight_g for item in self.items)
+
+    @property
+    def is_return(self) -> bool:
+        return self.return_id is not None
 
     def dispatch(self, carrier: str, tracking_number: str, now: datetime) -> bool:
         """Hand the parcel to a carrier; False if it already left with this waybill (idempotent)."""
@@ -157,6 +211,7 @@ class Shipment(Aggregate):
         return True
 
     def deliver(self, now: datetime) -> bool:
+        self._require_outbound("delivered to the customer")
         if self.state is ShipmentState.DELIVERED:
             return False
         if self.state not in (ShipmentState.DISPATCHED, ShipmentState.IN_TRANSIT):
@@ -165,6 +220,7 @@ class Shipment(Aggregate):
         return True
 
     def fail(self, reason: str, now: datetime) -> bool:
+        self._require_outbound("reported failed")
         if self.state is ShipmentState.FAILED:
             return False
         if self.state not in (ShipmentState.DISPATCHED, ShipmentState.IN_TRANSIT):
@@ -176,6 +232,33 @@ class Shipment(Aggregate):
         if self.state is not ShipmentState.PLANNED:
             raise IllegalTransition(f"shipment {self.id} is {self.state.value}; only a planned one can be cancelled")
         self._record(self.Cancelled, now, reason=reason)
+
+    def withdraw(self, units: dict[int, int], reason: str, now: datetime) -> None:
+        """Take refunded units out of a planned parcel; an emptied parcel is cancelled."""
+        if self.state is not ShipmentState.PLANNED:
+            raise IllegalTransition(f"shipment {self.id} is {self.state.value}; units leave only a planned parcel")
+        carried = {item.line_no: item.quantity for item in self.items}
+        for line_no, n in units.items():
+            if n > carried.get(line_no, 0):
+                raise IllegalTransition(
+                    f"shipment {self.id} carries {carried.get(line_no, 0)} unit(s) of line {line_no}, not {n}"
+                )
+        if units == carried:
+            self._record(self.Cancelled, now, reason=reason)
+        else:
+            self._record(self.Shrunk, now, units=units, reason=reason)
+
+    def receive(self, sellable: dict[int, int], damaged: dict[int, int], now: datetime) -> None:
+        """Check a return parcel in at the warehouse; every unit is sellable or damaged."""
+        if not self.is_return:
+            raise IllegalTransition(f"shipment {self.id} goes to a customer; only a return parcel is received")
+        if self.state is ShipmentState.RECEIVED:
+            raise IllegalTransition(f"return shipment {self.id} was already received")
+        self._record(self.Received, now, sellable=sellable, damaged=damaged)
+
+    def _require_outbound(self, action: str) -> None:
+        if self.is_return:
+            raise IllegalTransition(f"shipment {self.id} is a return parcel; it is received, not {action}")
 
     @applies(Planned)
     def _planned(self, e: Planned) -> None:
@@ -205,3 +288,23 @@ class Shipment(Aggregate):
     @applies(Cancelled)
     def _cancelled(self, e: Cancelled) -> None:
         self.state = ShipmentState.CANCELLED
+
+    @applies(Shrunk)
+    def _shrunk(self, e: Shrunk) -> None:
+        items = []
+        for item in self.items:
+            left = item.quantity - e.units.get(item.line_no, 0)
+            if left:
+                unit_weight = item.weight_g // item.quantity
+                items.append(item.model_copy(update={"quantity": left, "weight_g": unit_weight * left}))
+        self.items = tuple(items)
+
+    @applies(ReturnSent)
+    def _return_sent(self, e: ReturnSent) -> None:
+        self.order_id, self.checkout_id, self.merchant_id = e.order_id, e.checkout_id, e.merchant_id
+        self.warehouse_id, self.items, self.return_id = e.warehouse_id, e.items, e.return_id
+        self.state, self.carrier, self.tracking_number = ShipmentState.DISPATCHED, e.carrier, e.tracking_number
+
+    @applies(Received)
+    def _received(self, e: Received) -> None:
+        self.state, self.sellable, self.damaged = ShipmentState.RECEIVED, e.sellable, e.damaged

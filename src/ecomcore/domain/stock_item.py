@@ -67,6 +67,13 @@ class StockItem(Aggregate):
         order_id: UUID
         quantity: int = Field(gt=0)
 
+    class ReturnWrittenOff(DomainEvent):
+        """Returned units found damaged: recorded, never back in sellable stock."""
+
+        order_id: UUID
+        quantity: int = Field(gt=0)
+        reason: str
+
     class WrittenOff(DomainEvent):
         quantity: int = Field(gt=0)
         reason: str
@@ -198,6 +205,10 @@ class StockItem(Aggregate):
         self._record(self.ReturnRestocked, now, order_id=order_id, quantity=quantity)
         self._watch_low_stock(now)
 
+    def write_off_return(self, order_id: UUID, quantity: int, reason: str, now: datetime) -> None:
+        """Damaged returned units: written off on arrival, so on-hand never counted them."""
+        self._record(self.ReturnWrittenOff, now, order_id=order_id, quantity=quantity, reason=reason)
+
     def write_off(self, quantity: int, reason: str, now: datetime) -> None:
         if quantity > self.on_hand:
             raise IllegalTransition(
@@ -272,6 +283,10 @@ class StockItem(Aggregate):
     @applies(ReturnRestocked)
     def _restocked(self, e: ReturnRestocked) -> None:
         self.on_hand += e.quantity
+
+    @applies(ReturnWrittenOff)
+    def _return_written_off(self, e: ReturnWrittenOff) -> None:
+        pass  # the units never entered on-hand stock; the event is for the books
 
     @applies(WrittenOff)
     def _written_off(self, e: WrittenOff) -> None:
