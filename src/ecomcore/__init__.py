@@ -8,9 +8,18 @@ from ecomcore.application.commands import (
     CartItem,
     CheckoutReceipt,
     PaymentReceipt,
+    RefundReceipt,
 )
 from ecomcore.application.shop import Shop
 from ecomcore.domain.catalogue import Merchant, Promotion, Sku, Warehouse
+from ecomcore.domain.after_sales import (
+    LineRefundable,
+    RefundableSummary,
+    RefundKind,
+    RefundRecord,
+    ReturnCase,
+    ReturnStatus,
+)
 from ecomcore.domain.coupon import CouponState, IssueChannel, Validity
 from ecomcore.domain.errors import (
     AlreadyExists,
@@ -26,6 +35,7 @@ from ecomcore.domain.errors import (
     PaymentRefused,
     PromotionConflict,
     RefundRefused,
+    ReturnRefused,
 )
 from ecomcore.domain.order import CancelReason, OrderState, RefundStatus
 from ecomcore.domain.pricing import (
@@ -73,8 +83,16 @@ __all__ = [
     "PromotionConflict",
     "PromotionTerms",
     "PromotionTier",
+    "LineRefundable",
+    "RefundKind",
+    "RefundReceipt",
+    "RefundRecord",
     "RefundRefused",
     "RefundStatus",
+    "RefundableSummary",
+    "ReturnCase",
+    "ReturnRefused",
+    "ReturnStatus",
     "Scope",
     "Settings",
     "ShipmentState",
