@@ -353,3 +353,30 @@ def test_late_payment_appears_in_refund_history(shop, clock):
     (record,) = shop.refunds(receipt.order_ids[0])
     assert (record.kind, record.reason, record.amount) == (RefundKind.LATE_PAYMENT, "late_payment", receipt.payable)
     assert shop.order(receipt.order_ids[0]).refund_status is RefundStatus.NONE
+
+
+def test_recommended_coupons_are_the_best_usable_combination(shop, clock):
+    """recommend_coupons picks the customer's usable coupons that save most; checkout with them costs that."""
+    threshold = shop.issue_coupon(
+        campaign_id=campaign(shop, CouponTerms(kind="threshold", threshold=10000, amount_off=1500, funding="m1")),
+        customer_id="alice",
+    )
+    small_cash = campaign(shop, CouponTerms(kind="cash", amount_off=500, funding="m1"), days=3)
+    shop.issue_coupon(campaign_id=small_cash, customer_id="alice")
+    platform_campaign = campaign(shop, CouponTerms(kind="percentage", percent_off_bp=1000, cap=2000, funding=PLATFORM))
+    platform = shop.issue_coupon(campaign_id=platform_campaign, customer_id="alice")
+    shop.issue_coupon(campaign_id=platform_campaign, customer_id="bob")  # not alice's
+    cart = [{"sku_id": "A1", "quantity": 2}, {"sku_id": "B1", "quantity": 1}, {"sku_id": "E1", "quantity": 2}]
+    before = stored_events(shop)
+    best = shop.recommend_coupons("alice", cart)
+    assert stored_events(shop) == before
+    assert (best.merchant_coupons, best.platform_coupon) == ({"m1": str(threshold)}, str(platform))
+    receipt = shop.checkout(
+        customer_id="alice", items=cart, merchant_coupon_ids=[threshold], platform_coupon_id=platform,
+        shipping_address="x",
+    )
+    assert receipt.payable == best.payable
+    # Those two are locked now: only the small cash coupon is left to recommend.
+    again = shop.recommend_coupons("alice", cart)
+    assert again.platform_coupon is None and again.discount == 500 and list(again.merchant_coupons) == ["m1"]
+    assert shop.recommend_coupons("carol", cart).coupon_ids == ()

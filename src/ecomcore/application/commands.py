@@ -99,6 +99,11 @@ class Checkout(Command):
         return self
 
 
+class RecommendCoupons(Command):
+    customer_id: Id
+    items: tuple[CartItem, ...] = Field(min_length=1, max_length=200)
+
+
 class Pay(Command):
     checkout_id: UUID
     payment_id: ExternalId

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4, uuid5
@@ -45,6 +45,7 @@ from ecomcore.domain.order import (
     checkout_id_for_request,
     order_id_for,
 )
+from ecomcore.domain.recommendation import CandidateCoupon, Recommendation, recommend
 from ecomcore.domain.pricing import (
     AppliedCoupon,
     AppliedPromotion,
@@ -66,6 +67,7 @@ from ecomcore.domain.stock_item import StockItem, stock_item_id
 from ecomcore.infrastructure.catalogue import open_catalogue
 from ecomcore.infrastructure.clock import Clock, SystemClock
 from ecomcore.infrastructure.settings import Settings
+from ecomcore.infrastructure.log_index import CouponOwners
 from ecomcore.infrastructure.store import EventStore
 
 C = TypeVar("C", bound=BaseModel)
@@ -104,6 +106,7 @@ class Shop:
         self.clock: Clock = clock or SystemClock()
         self.store = EventStore(settings, snapshotting=(StockItem, CouponCampaign))
         self.catalogue: Catalogue = catalogue or open_catalogue(settings.store_url)
+        self._coupon_owners = CouponOwners(self.store)
 
     def close(self) -> None:
         self.store.close()
@@ -312,13 +315,7 @@ class Shop:
         """Split the cart by merchant, reserve all stock and lock the coupons, all or nothing."""
         c = _validated(cmd.Checkout, command, fields)
         checkout_id = checkout_id_for_request(c.client_request_id) if c.client_request_id else uuid4()
-        quantities: dict[str, int] = {}
-        for item in c.items:
-            quantities[item.sku_id] = quantities.get(item.sku_id, 0) + item.quantity
-        skus = [self._sku(sku_id) for sku_id in quantities]
-        by_merchant: dict[str, list[Sku]] = {}
-        for sku in skus:
-            by_merchant.setdefault(sku.merchant_id, []).append(sku)
+        quantities, by_merchant = self._split_cart(c.items)
         warehouses = self.catalogue.warehouses()
 
         def work(uow: UnitOfWork, now: datetime) -> cmd.CheckoutReceipt:
@@ -328,17 +325,7 @@ class Shop:
             deadline = now + self.settings.payment_timeout
             allocations = self._allocate(uow, by_merchant, quantities, warehouses, now)
             coupons = self._coupons_for(uow, c, set(by_merchant), now)
-            carts = [
-                MerchantCart(
-                    merchant_id=merchant_id,
-                    items=tuple(_priced(sku, quantities[sku.sku_id]) for sku in merchant_skus),
-                    promotion=self._best_promotion(merchant_id, merchant_skus, quantities, now),
-                    coupon=coupons.get(merchant_id),
-                    freight=self._merchant(merchant_id).freight,
-                )
-                for merchant_id, merchant_skus in by_merchant.items()
-            ]
-            price = price_checkout(carts, coupons.get(None))
+            price = price_checkout(self._carts(by_merchant, quantities, coupons, now), coupons.get(None))
             platform_coupon_id = c.platform_coupon_id
             order_ids = tuple(order_id_for(checkout_id, merchant_id) for merchant_id in by_merchant)
             for order_id, order_price in zip(order_ids, price.orders, strict=True):
@@ -403,6 +390,62 @@ class Shop:
             return _checkout_receipt(checkout)
 
         return self._transact(work)
+
+    def _split_cart(self, items: tuple[cmd.CartItem, ...]) -> tuple[dict[str, int], dict[str, list[Sku]]]:
+        """Quantities by SKU, and the cart's SKUs by merchant (first split)."""
+        quantities: dict[str, int] = {}
+        for item in items:
+            quantities[item.sku_id] = quantities.get(item.sku_id, 0) + item.quantity
+        by_merchant: dict[str, list[Sku]] = {}
+        for sku_id in quantities:
+            sku = self._sku(sku_id)
+            by_merchant.setdefault(sku.merchant_id, []).append(sku)
+        return quantities, by_merchant
+
+    def _carts(
+        self,
+        by_merchant: dict[str, list[Sku]],
+        quantities: dict[str, int],
+        coupons: dict[str | None, AppliedCoupon],
+        now: datetime,
+    ) -> list[MerchantCart]:
+        return [
+            MerchantCart(
+                merchant_id=merchant_id,
+                items=tuple(_priced(sku, quantities[sku.sku_id]) for sku in merchant_skus),
+                promotion=self._best_promotion(merchant_id, merchant_skus, quantities, now),
+                coupon=coupons.get(merchant_id),
+                freight=self._merchant(merchant_id).freight,
+            )
+            for merchant_id, merchant_skus in by_merchant.items()
+        ]
+
+    def recommend_coupons(
+        self, customer_id: str, cart: Iterable[cmd.CartItem | dict[str, Any]], now: datetime | None = None
+    ) -> Recommendation:
+        """The customer's usable coupons that save most on this cart (spec §5.3); changes nothing.
+
+        One merchant coupon per merchant order and one platform coupon per checkout; ties go
+        to the coupon that expires first, then the lower id.  Pass the result's coupon ids
+        to ``checkout`` to use them.
+        """
+        query = _validated(cmd.RecommendCoupons, None, {"customer_id": customer_id, "items": tuple(cart)})
+        now = now or self.clock.now()
+        quantities, by_merchant = self._split_cart(query.items)
+        uow = UnitOfWork(self.store)
+        candidates = []
+        for coupon_id in self.coupon_ids_of(query.customer_id):
+            coupon = uow.get(Coupon, coupon_id)
+            if coupon.usable_by(query.customer_id, now):
+                assert coupon.terms is not None and coupon.valid_until is not None
+                candidates.append(
+                    CandidateCoupon(coupon_id=str(coupon.id), terms=coupon.terms, valid_until=coupon.valid_until)
+                )
+        return recommend(self._carts(by_merchant, quantities, {}, now), candidates)
+
+    def coupon_ids_of(self, customer_id: str) -> list[UUID]:
+        """Every coupon ever issued to a customer, oldest first."""
+        return self._coupon_owners.coupons_of(customer_id)
 
     def _merchant(self, merchant_id: str) -> Merchant:
         merchant = self.catalogue.merchant(merchant_id)
