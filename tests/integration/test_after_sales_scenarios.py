@@ -380,3 +380,22 @@ def test_recommended_coupons_are_the_best_usable_combination(shop, clock):
     again = shop.recommend_coupons("alice", cart)
     assert again.platform_coupon is None and again.discount == 500 and list(again.merchant_coupons) == ["m1"]
     assert shop.recommend_coupons("carol", cart).coupon_ids == ()
+
+
+def test_refund_of_a_lost_parcel_can_name_the_parcel(shop):
+    """With a line split over a lost parcel and a planned one, naming the lost parcel refunds its units;
+    without a name the units that have not left go first."""
+    shop.receive_stock(sku_id="D1", warehouse_id="w1", quantity=5, reference="po-2")
+    receipt = shop.checkout(customer_id="dan", items=[{"sku_id": "D1", "quantity": 3}], shipping_address="x")
+    shop.pay(checkout_id=receipt.checkout_id, payment_id="pay-d", amount=receipt.payable, provider_txn="t")
+    (order_id,) = receipt.order_ids
+    first, second = shop.order(order_id).shipments  # 9 kg units: 2 + 1
+    shop.dispatch(shipment_id=first, carrier="SF", tracking_number="SF-D1")
+    shop.report_delivery_failure(shipment_id=first, reason="lost")
+    lost = shop.refund_only(order_id=order_id, refund_id="re-lost", lines={1: 2}, reason="lost", shipment_id=first)
+    assert lost.amount == 30000 and shop.shipment(second).state is ShipmentState.PLANNED
+    with pytest.raises(RefundRefused):
+        shop.refund_only(order_id=order_id, refund_id="re-more", lines={1: 1}, reason="lost", shipment_id=first)
+    shop.dispatch(shipment_id=second, carrier="SF", tracking_number="SF-D2")
+    shop.deliver(shipment_id=second)
+    assert shop.order(order_id).state is OrderState.DELIVERED  # the lost parcel is settled by its refund

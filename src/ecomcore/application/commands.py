@@ -150,6 +150,9 @@ class RefundOnly(Command):
     refund_id: ExternalId  # the payment provider's refund id
     lines: LineUnits
     reason: Text
+    #: Take the units from this parcel only (e.g. the one that was lost); by default
+    #: units not dispatched go first, then lost ones, then delivered ones.
+    shipment_id: UUID | None = None
 
 
 class RequestReturn(Command):

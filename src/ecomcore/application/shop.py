@@ -813,7 +813,7 @@ class Shop:
             earlier = order.earlier_refund(c.refund_id, RefundKind.REFUND_ONLY, c.lines)
             if earlier is not None:
                 return _refund_receipt(order, earlier)
-            plan = order.plan_refund_only(c.lines)
+            plan = order.plan_refund_only(c.lines, c.shipment_id)
             self._withdraw_from_parcels(uow, order, plan, now)
             return self._issue_refund(uow, order, c.refund_id, plan, c.reason, now)
 

@@ -479,15 +479,22 @@ class Order(Aggregate):
             raise RefundRefused(f"refund {refund_id} was already issued on order {self.id} for other units")
         return record
 
-    def plan_refund_only(self, units: LineUnits) -> RefundPlan:
+    def plan_refund_only(self, units: LineUnits, from_shipment: UUID | None = None) -> RefundPlan:
         """Refund only (仅退款): price ``units`` by line and decide which units they settle.
 
         Units still in parcels that have not left are taken first (the last parcel
         first, so earlier parcels stay whole), then units of lost parcels, then
-        delivered units the customer keeps.  Units on their way cannot be refunded
-        until they are delivered or reported lost.
+        delivered units the customer keeps.  ``from_shipment`` takes them from that one
+        parcel only (say, the parcel that was lost).  Units on their way cannot be
+        refunded until they are delivered or reported lost.
         """
         self._require_refundable()
+        if from_shipment is not None and from_shipment not in self.shipments:
+            raise RefundRefused(f"shipment {from_shipment} does not belong to order {self.id}")
+
+        def only_chosen(parcels: list[tuple[UUID, int]]) -> list[tuple[UUID, int]]:
+            return [(sid, n) for sid, n in parcels if from_shipment in (None, sid)]
+
         withdrawn: ParcelUnits = {}
         lost: ParcelUnits = {}
         kept: LineUnits = {}
@@ -495,20 +502,22 @@ class Order(Aggregate):
         for line_no in sorted(units):
             self._refund_line(line_no)
             wanted = units[line_no]
-            planned_last_first = reversed(self._parcels_in(line_no, ShipmentProgress.PLANNED))
+            planned_last_first = reversed(only_chosen(self._parcels_in(line_no, ShipmentProgress.PLANNED)))
             for sid, n in self._take(planned_last_first, wanted):
                 withdrawn.setdefault(sid, {})[line_no] = n
                 wanted -= n
-            for sid, n in self._take(self._lost_open(line_no), wanted):
+            for sid, n in self._take(only_chosen(self._lost_open(line_no)), wanted):
                 lost.setdefault(sid, {})[line_no] = n
                 wanted -= n
+            keepable = self._delivered_open(line_no)
+            if from_shipment is not None:
+                in_parcel = only_chosen(self._parcels_in(line_no, ShipmentProgress.DELIVERED))
+                keepable = min(keepable, sum(n for _, n in in_parcel))
+            if kept_units := min(wanted, keepable):
+                kept[line_no] = kept_units
+                wanted -= kept_units
             if wanted:
-                kept_units = min(wanted, self._delivered_open(line_no))
-                if kept_units:
-                    kept[line_no] = kept_units
-                    wanted -= kept_units
-            if wanted:
-                shortfalls.append(self._shortfall(line_no, units[line_no]))
+                shortfalls.append(self._shortfall(line_no, units[line_no], from_shipment))
         if shortfalls:
             raise RefundRefused("; ".join(shortfalls), order_id=str(self.id))
         return self._priced(RefundKind.REFUND_ONLY, units, withdrawn=withdrawn, lost=lost, kept=kept)
@@ -685,11 +694,12 @@ class Order(Aggregate):
             wanted -= n
         return taken
 
-    def _shortfall(self, line_no: int, wanted: int) -> str:
+    def _shortfall(self, line_no: int, wanted: int, from_shipment: UUID | None) -> str:
         line = self.line(line_no)
         left = line.quantity - self.refunded_units.get(line_no, 0)
+        where = f" from shipment {from_shipment}" if from_shipment else ""
         message = (
-            f"line {line_no} (sku {line.sku.sku_id}): {wanted} unit(s) requested, "
+            f"line {line_no} (sku {line.sku.sku_id}): {wanted} unit(s) requested{where}, "
             f"{self._refundable_now(line_no)} can be refunded now ({left} of {line.quantity} not refunded yet"
         )
         on_the_way = self._units_in(line_no, ShipmentProgress.DISPATCHED)
