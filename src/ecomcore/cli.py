@@ -200,6 +200,11 @@ def _figures(s: DaySummary) -> list[str]:
         "shipments": f"{s.shipments_dispatched} dispatched, {s.shipments_delivered} delivered, "
         f"{s.shipments_failed} failed",
         "stocktake shortage": f"{s.stocktake_shortage} unit(s) fewer than reserved",
+        "refunds only": f"{s.refunds_only} ({money(s.refunds_only_amount)})",
+        "returns": f"{s.returns_requested} requested, {s.returns_rejected} rejected, "
+        f"{s.returns_refunded} refunded ({money(s.returns_refunded_amount)})",
+        "returned units": f"{s.units_restocked} restocked, {s.units_damaged} damaged",
+        "coupons returned": s.coupons_returned,
     }
     return [f"  {label:<26}{value}" for label, value in figures.items()]
 

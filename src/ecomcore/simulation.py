@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict
 
-from ecomcore.application.commands import CheckoutReceipt, PaymentReceipt
+from ecomcore.application.commands import CheckoutReceipt, PaymentReceipt, RefundReceipt
 from ecomcore.application.shop import Shop
 from ecomcore.domain.catalogue import Sku
 from ecomcore.domain.coupon import IssueChannel, Validity
@@ -95,6 +95,18 @@ class DaySummary(BaseModel):
     #: What the final sweep did, a week later.
     orders_completed_by_sweep: int
     coupons_expired_by_sweep: int
+    #: After-sales (售后): refunds only (before dispatch, lost parcel, missing item).
+    refunds_only: int
+    refunds_only_amount: int
+    returns_requested: int
+    returns_rejected: int
+    returns_refunded: int
+    returns_refunded_amount: int
+    #: Returned units put back on the shelf, and returned units found damaged.
+    units_restocked: int
+    units_damaged: int
+    #: Coupons that became available again because their orders were refunded in full.
+    coupons_returned: int
 
 
 # --------------------------------------------------------------------------- the shop's set-up
@@ -304,6 +316,15 @@ class _TradingDay:
         self.stocktake_shortage = 0
         self.first_deliveries_at = self.opening
         self.sweep_counts: dict[str, int] = {}
+        self.refunds_only: list[RefundReceipt] = []
+        self.return_refunds: list[RefundReceipt] = []
+        #: Open returns: (order id, return id), in the order they were asked for.
+        self.returns: list[tuple[UUID, UUID]] = []
+        self.returns_requested = 0
+        self.refunded_a_checkout = False
+        self.returns_rejected = 0
+        self.units_restocked = 0
+        self.units_damaged = 0
         self.counter = Counter[str]()
         # A few paths must happen even on a short day: pinned to early checkouts,
         # while every warehouse still has stock.
@@ -317,8 +338,10 @@ class _TradingDay:
         self._stocktake()
         self._next_day()
         self._payment_deadlines_pass()
+        self._customers_ask_for_after_sales()
         self._customers_confirm_receipt()
         self._later_deliveries()
+        self._returns_arrive()
         self._after_sales_window_passes()
         return self._summary()
 
@@ -554,6 +577,7 @@ class _TradingDay:
         for shipment_id in paid.shipment_ids:
             self.shipment_warehouse[shipment_id] = self.shop.shipment(shipment_id).warehouse_id
             self.awaiting_truck.append(shipment_id)
+        self._change_of_mind(paid)
         return paid
 
     # ------------------------------------------------------------------ shipping
@@ -579,7 +603,7 @@ class _TradingDay:
         )
 
     def _next_day(self) -> None:
-        """Parcels reach the hubs; most are delivered, one is refused at the door."""
+        """Parcels reach the hubs; most are delivered, one is lost (and refunded)."""
         self._day_at(1, 7)
         for shipment_id in self.on_the_road:
             self._track(shipment_id, "arrived_at_hub", "regional sorting centre")
@@ -588,8 +612,9 @@ class _TradingDay:
         self.rng.shuffle(road)
         if road:
             failed = road.pop()
-            self.shop.report_delivery_failure(shipment_id=failed, reason="refused by the recipient")
+            self.shop.report_delivery_failure(shipment_id=failed, reason="lost by the carrier")
             self.on_the_road.remove(failed)
+            self._refund_lost_parcel(failed)
         for shipment_id in road[: round(len(road) * 0.7)]:
             self._deliver(shipment_id)
 
@@ -603,6 +628,87 @@ class _TradingDay:
         self._day_at(3, 15)
         for shipment_id in self.on_the_road[: round(len(self.on_the_road) * 0.6)]:
             self._deliver(shipment_id)
+
+    # ------------------------------------------------------------------ after-sales (售后)
+
+    def _refund(self, order_id: UUID, lines: dict[int, int], reason: str, **where: Any) -> RefundReceipt:
+        receipt = self.shop.refund_only(
+            order_id=order_id, refund_id=self._next_id("refund"), lines=lines, reason=reason, **where
+        )
+        self.refunds_only.append(receipt)
+        return receipt
+
+    def _change_of_mind(self, paid: PaymentReceipt) -> None:
+        """Right after paying, before the truck: the first customer who used coupons wants
+        the whole checkout refunded (the coupons come back, the freight too); now and then
+        a merchant is out of an item and refunds one unit."""
+        if not self.refunded_a_checkout and self.shop.checkout_of(paid.checkout_id).coupon_ids:
+            self.refunded_a_checkout = True
+            for order in (self.shop.order(oid) for oid in paid.order_ids):
+                self._refund(order.id, {line.line_no: line.quantity for line in order.lines}, "changed my mind")
+        elif self.rng.random() < 0.08:
+            order = self.shop.order(self.rng.choice(paid.order_ids))
+            self._refund(order.id, {self.rng.choice(order.lines).line_no: 1}, "the merchant is out of this item")
+        else:
+            return
+        for shipment_id in paid.shipment_ids:
+            if self.shop.shipment(shipment_id).state is ShipmentState.CANCELLED:
+                self.awaiting_truck.remove(shipment_id)
+
+    def _refund_lost_parcel(self, shipment_id: UUID) -> None:
+        parcel = self.shop.shipment(shipment_id)
+        assert parcel.order_id is not None
+        lines = {item.line_no: item.quantity for item in parcel.items}
+        self._refund(parcel.order_id, lines, "parcel lost by the carrier", shipment_id=shipment_id)
+
+    def _customers_ask_for_after_sales(self) -> None:
+        """Day 2 at noon: one customer reports a missing item; some ask to return goods,
+        one of them without a good reason (rejected); the others send parcels back."""
+        self._day_at(2, 12)
+        paid = (self.shop.order(oid) for oid in self.paid_orders)
+        delivered = [order for order in paid if order.state is OrderState.DELIVERED]
+        if not delivered:
+            return
+        self.rng.shuffle(delivered)
+        missing = delivered.pop()
+        self._refund(missing.id, {missing.lines[0].line_no: 1}, "one item missing from the parcel")
+        for n, order in enumerate(delivered[: max(2, len(delivered) // 8)]):
+            line = self.rng.choice([line for line in order.refundable().lines if line.delivered])
+            units = self.rng.randint(1, line.delivered)
+            return_id = self.shop.request_return(
+                order_id=order.id, customer_id=order.customer_id, lines={line.line_no: units},
+                reason=self.rng.choice(("wrong size", "not as described", "arrived damaged")),
+            )
+            self.returns_requested += 1
+            if n == 0 and len(delivered) > 2:
+                self.shop.reject_return(order_id=order.id, return_id=return_id, reason="used, outside the policy")
+                self.returns_rejected += 1
+                continue
+            self.shop.approve_return(order_id=order.id, return_id=return_id)
+            self.counter["return"] += 1
+            self.shop.ship_return(
+                order_id=order.id, return_id=return_id, carrier="SF",
+                tracking_number=f"RET{self.run_token.upper()}{self.counter['return']:05d}",
+            )
+            self.returns.append((order.id, return_id))
+
+    def _returns_arrive(self) -> None:
+        """Day 4: the warehouses check the returned parcels in, unit by unit, and the
+        refunds are issued; the first parcel holds a damaged unit."""
+        self._day_at(4, 10)
+        for n, (order_id, return_id) in enumerate(self.returns):
+            case = self.shop.return_case(order_id, return_id)
+            sellable, damaged = {}, {}
+            for line_no, units in case.lines.items():
+                broken = 1 if n == 0 else sum(self.rng.random() < 0.15 for _ in range(units))
+                sellable[line_no], damaged[line_no] = units - broken, broken
+            self.shop.receive_return(order_id=order_id, return_id=return_id, sellable=sellable, damaged=damaged)
+            self.units_restocked += sum(sellable.values())
+            self.units_damaged += sum(damaged.values())
+            self.return_refunds.append(
+                self.shop.refund_return(order_id=order_id, return_id=return_id, refund_id=self._next_id("refund"))
+            )
+        self.returns.clear()
 
     # ------------------------------------------------------------------ evening and after
 
@@ -684,6 +790,15 @@ class _TradingDay:
             shipments_failed=parcels[ShipmentState.FAILED],
             orders_completed_by_sweep=self.sweep_counts.get("completed_orders", 0),
             coupons_expired_by_sweep=self.sweep_counts.get("expired_coupons", 0),
+            refunds_only=len(self.refunds_only),
+            refunds_only_amount=sum(r.amount for r in self.refunds_only),
+            returns_requested=self.returns_requested,
+            returns_rejected=self.returns_rejected,
+            returns_refunded=len(self.return_refunds),
+            returns_refunded_amount=sum(r.amount for r in self.return_refunds),
+            units_restocked=self.units_restocked,
+            units_damaged=self.units_damaged,
+            coupons_returned=sum(len(r.returned_coupon_ids) for r in (*self.refunds_only, *self.return_refunds)),
         )
 
     def _stock_items(self) -> list[StockItem]:

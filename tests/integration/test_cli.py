@@ -48,7 +48,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def test_demo_shows_a_whole_trading_day(capsys: pytest.CaptureFixture[str], sqlite_url: str) -> None:
-    """A 40-order day reaches the main order states, takes money, refunds a late payment, raises a low-stock alert."""
+    """A 40-order day reaches the main order states, takes money, refunds a late payment, raises a low-stock
+    alert, and shows after-sales: refunds only, returns (one damaged unit, one rejected), a coupon returned."""
     code, out, err = run(capsys, "demo", "--store", sqlite_url, "--orders", "40")
 
     assert code == 0, err
@@ -61,6 +62,12 @@ def test_demo_shows_a_whole_trading_day(capsys: pytest.CaptureFixture[str], sqli
     assert amount(out, "late payments refunded") > 0
     alerts = section(out, "Low-stock alerts (reorder suggestions)")
     assert alerts and alerts != ["none"]
+    # After-sales: refunds only, a return with a damaged unit, a rejected one, a coupon back.
+    assert figure(out, "refunds only") >= 2 and amount(out, "refunds only") > 0
+    assert re.search(r"returns\s+\d+ requested, [1-9]\d* rejected, [1-9]\d* refunded \(CNY", out), out
+    assert re.search(r"returned units\s+\d+ restocked, [1-9]\d* damaged", out), out
+    assert figure(out, "coupons returned") >= 1
+    assert figure(out, "closed") >= 1
     assert re.search(r"safety stock \d+", alerts[0])
     assert "orders 40/40" in err
 
