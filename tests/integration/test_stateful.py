@@ -1,5 +1,6 @@
-"""Hypothesis state machine: random trading never oversells, keeps money exact,
-never redeems a coupon twice, and replays to the same aggregates."""
+"""Hypothesis state machine: random trading and after-sales never oversell, keep money
+exact (never refunding more than was paid), never redeem a coupon twice without it
+coming back in between, and replay to the same aggregates."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from ecomcore import (
     InsufficientStock,
     ManualClock,
     OrderState,
+    RefundRefused,
+    ShipmentState,
 )
 from ecomcore.domain.coupon import Coupon
 from ecomcore.domain.stock_item import StockItem
@@ -49,6 +52,7 @@ class Trading(RuleBasedStateMachine):
         }
         self.shortage: Counter[tuple[str, str]] = Counter()
         self.paid: dict = {}
+        self.refund_ids = 0
 
     def teardown(self) -> None:
         self.check_replay()
@@ -107,6 +111,33 @@ class Trading(RuleBasedStateMachine):
         except IllegalTransition:
             assert receipt.checkout_id in self.paid
 
+    @rule(receipt=checkouts, order=st.integers(0, 2), line=st.integers(1, 3), units=st.integers(1, 4))
+    def refund_only(self, receipt, order, line, units):
+        if receipt is None or receipt.checkout_id not in self.paid:
+            return
+        order_id = receipt.order_ids[order % len(receipt.order_ids)]
+        self.refund_ids += 1
+        try:
+            self.shop.refund_only(order_id=order_id, refund_id=f"re-{self.refund_ids}", lines={line: units}, reason="r")
+        except RefundRefused:
+            pass  # already refunded, on its way, or no such line: refused, nothing stored
+
+    @rule(receipt=checkouts, deliver=st.booleans())
+    def ship_a_parcel(self, receipt, deliver):
+        if receipt is None or receipt.checkout_id not in self.paid:
+            return
+        for order_id in receipt.order_ids:
+            for shipment_id in self.shop.order(order_id).shipments:
+                parcel = self.shop.shipment(shipment_id)
+                if parcel.state is ShipmentState.PLANNED:
+                    try:
+                        self.shop.dispatch(shipment_id=shipment_id, carrier="SF", tracking_number=f"SF{shipment_id.hex}")
+                    except IllegalTransition:
+                        return  # a stocktake found the units missing
+                    if deliver:
+                        self.shop.deliver(shipment_id=shipment_id)
+                    return
+
     @rule(hours=st.integers(1, 30))
     def time_passes_and_sweeper_runs(self, hours):
         self.clock.advance(timedelta(hours=hours))
@@ -135,7 +166,12 @@ class Trading(RuleBasedStateMachine):
             orders = [self.shop.order(oid) for oid in checkout.order_ids]
             assert sum(o.paid for o in orders) == amount == checkout.payable
             for order in orders:
-                assert order.state is OrderState.PAID
+                assert order.state not in (OrderState.PENDING_PAYMENT, OrderState.CANCELLED)
+                assert order.refunded == sum(r.amount for r in order.refund_history if r.kind != "late_payment")
+                assert 0 <= order.refunded <= order.paid
+                if order.state is OrderState.CLOSED:
+                    kept = order.freight if order.ever_dispatched else 0
+                    assert order.refunded == order.paid - kept
                 assert all(line.net >= 0 for line in order.lines)
                 assert sum(line.net for line in order.lines) + order.freight == order.payable
                 for line in order.lines:
@@ -144,11 +180,15 @@ class Trading(RuleBasedStateMachine):
 
     @invariant()
     def coupons_redeemed_at_most_once(self):
+        """A coupon is redeemed again only after a full refund gave it back."""
+        recorder = self.shop.store.recorder
         redeemed = Counter(
-            n.originator_id
-            for n in self.shop.store.recorder.select_notifications(1, 100_000, topics=[_topic(Coupon.Redeemed)])
+            n.originator_id for n in recorder.select_notifications(1, 100_000, topics=[_topic(Coupon.Redeemed)])
         )
-        assert all(times == 1 for times in redeemed.values())
+        returned = Counter(
+            n.originator_id for n in recorder.select_notifications(1, 100_000, topics=[_topic(Coupon.Returned)])
+        )
+        assert all(times <= 1 + returned[coupon_id] for coupon_id, times in redeemed.items())
 
     def check_replay(self):
         fresh = open_shop(self.url, self.clock, aggregate_cache_size=0, snapshot_interval=1_000_000)

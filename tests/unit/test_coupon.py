@@ -363,3 +363,98 @@ def test_coupon_replay_equals_live() -> None:
     history += c.collect_events()
     assert state(project(None, history)) == state(c)  # type: ignore[arg-type]
     assert uuid5(CAMPAIGN, "1") == c.id
+
+
+# ------------------------------------------------------------------ coupon: return after a full refund
+
+OTHER_ORDER = UUID("00000000-0000-4000-8000-0000000000e2")
+THIRD_ORDER = UUID("00000000-0000-4000-8000-0000000000e3")
+
+
+def redeemed(order_ids: tuple[UUID, ...] = (ORDER,), **kwargs: Any) -> Coupon:
+    """A coupon redeemed by CHECKOUT over ``order_ids`` (one merchant order, or several for a platform coupon)."""
+    c = coupon(**kwargs)
+    c.lock("cust-1", CHECKOUT, order_ids, T0 + timedelta(hours=1))
+    c.redeem(CHECKOUT, T0 + timedelta(hours=2))
+    return replayed(c)
+
+
+def test_merchant_coupon_returned_when_its_order_is_refunded_within_validity() -> None:
+    """Its only order fully refunded while the coupon is valid: OrderRefunded then Returned; available again."""
+    c = redeemed(validity=Validity(days_from_issue=7))
+    assert c.order_refunded(ORDER, T0 + 2 * DAY) is True
+    order_refunded, returned = c.collect_events()
+    assert isinstance(order_refunded, Coupon.OrderRefunded) and order_refunded.order_id == ORDER
+    assert isinstance(returned, Coupon.Returned) and returned.reason
+    assert (c.state, c.checkout_id, c.order_ids, c.refunded_orders) == (CouponState.AVAILABLE, None, (), set())
+    assert c.usable_by("cust-1", T0 + 2 * DAY)
+
+
+def test_coupon_past_validity_is_not_returned() -> None:
+    """A full refund after the coupon's validity does not give it back: it expires (spec §5.3)."""
+    c = redeemed(validity=Validity(days_from_issue=7))
+    assert c.order_refunded(ORDER, T0 + 7 * DAY) is False
+    c = replayed(c)
+    assert [type(e) for e in c.given_history[-2:]] == [Coupon.OrderRefunded, Coupon.Expired]
+    assert c.state is CouponState.EXPIRED and c.refunded_orders == {ORDER}
+    assert c.order_refunded(ORDER, T0 + 8 * DAY) is False
+    assert c.collect_events() == []
+    assert c.state is CouponState.EXPIRED
+
+
+def test_platform_coupon_returned_only_when_every_order_is_refunded() -> None:
+    """A platform coupon over two orders: the first refund records OrderRefunded only; the second returns it."""
+    c = redeemed((ORDER, OTHER_ORDER))
+    assert c.order_refunded(ORDER, T0 + DAY) is False
+    c = replayed(c)
+    assert [type(e) for e in c.given_history[-2:]] == [Coupon.Redeemed, Coupon.OrderRefunded]
+    assert c.state is CouponState.REDEEMED and c.refunded_orders == {ORDER}
+    assert c.order_refunded(ORDER, T0 + DAY) is False  # the same order again records nothing
+    assert c.collect_events() == []
+    assert c.order_refunded(OTHER_ORDER, T0 + 2 * DAY) is True
+    events = c.collect_events()
+    assert [type(e) for e in events] == [Coupon.OrderRefunded, Coupon.Returned]
+    assert events[0].order_id == OTHER_ORDER  # type: ignore[attr-defined]
+    assert c.state is CouponState.AVAILABLE
+
+
+@pytest.mark.parametrize("given", ["available", "locked"])
+def test_order_refunded_on_a_coupon_not_redeemed_does_nothing(given: str) -> None:
+    """A coupon that is not redeemed is not returned by a refund: False, no event."""
+    c = coupon() if given == "available" else locked()
+    assert c.order_refunded(ORDER, T0 + DAY) is False
+    assert c.collect_events() == []
+    assert c.state.value == given
+
+
+def test_order_refunded_for_an_order_the_coupon_did_not_cover_does_nothing() -> None:
+    """A refunded order that is not one of the coupon's orders leaves it alone: False, no event."""
+    c = redeemed((ORDER, OTHER_ORDER))
+    assert c.order_refunded(THIRD_ORDER, T0 + DAY) is False
+    assert c.collect_events() == []
+    assert c.state is CouponState.REDEEMED and c.refunded_orders == set()
+
+
+def test_returned_coupon_can_be_locked_again() -> None:
+    """A returned coupon is locked by a new checkout; the old order's refund no longer touches it."""
+    c = redeemed()
+    c.order_refunded(ORDER, T0 + DAY)
+    c = replayed(c)
+    c.lock("cust-1", OTHER_CHECKOUT, (OTHER_ORDER,), T0 + 2 * DAY)
+    (event,) = c.collect_events()
+    assert isinstance(event, Coupon.Locked) and event.order_ids == (OTHER_ORDER,)
+    c.redeem(OTHER_CHECKOUT, T0 + 2 * DAY)
+    c.collect_events()
+    assert c.order_refunded(ORDER, T0 + 3 * DAY) is False
+    assert c.collect_events() == []
+    assert (c.state, c.checkout_id, c.order_ids) == (CouponState.REDEEMED, OTHER_CHECKOUT, (OTHER_ORDER,))
+
+
+def test_coupon_return_history_replays_to_the_same_coupon() -> None:
+    """Redeemed, one of two orders refunded, then the other: replay gives the live coupon."""
+    c = redeemed((ORDER, OTHER_ORDER))
+    c.order_refunded(ORDER, T0 + DAY)
+    rebuilt = replayed(c)
+    assert state(rebuilt) == state(c) and rebuilt.refunded_orders == {ORDER}
+    rebuilt.order_refunded(OTHER_ORDER, T0 + DAY)
+    assert state(replayed(rebuilt)) == state(rebuilt)

@@ -337,3 +337,207 @@ def test_shipment_replay_equals_live() -> None:
     s.track(update(120, "departed"), T0 + 6 * HOUR)
     s.deliver(T0 + 7 * HOUR)
     assert state(replayed(s)) == state(s)
+
+
+# ------------------------------------------------------------------ withdraw (refund before dispatch)
+
+RETURN_ID = UUID("00000000-0000-4000-8000-0000000000b1")
+RETURN_SHIPMENT = UUID("00000000-0000-4000-8000-0000000000b2")
+
+
+def two_lines() -> Shipment:
+    """A planned parcel with 2 units of line 1 (1000 g) and 3 of line 2 (900 g)."""
+    return replayed(
+        Shipment.plan(
+            SHIPMENT,
+            T0,
+            order_id=ORDER,
+            checkout_id=CHECKOUT,
+            merchant_id="m1",
+            warehouse_id="w1",
+            items=(
+                ParcelItem(line_no=1, sku_id="sku-1", quantity=2, weight_g=1000),
+                ParcelItem(line_no=2, sku_id="sku-2", quantity=3, weight_g=900),
+            ),
+        )
+    )
+
+
+def test_withdraw_some_units_shrinks_the_parcel() -> None:
+    """Taking some units out of a planned parcel records Shrunk; items and weight drop by those units."""
+    s = two_lines()
+    s.withdraw({1: 1, 2: 2}, "refunded before dispatch", T0 + HOUR)
+    (event,) = s.collect_events()
+    assert isinstance(event, Shipment.Shrunk)
+    assert (event.units, event.reason) == ({1: 1, 2: 2}, "refunded before dispatch")
+    assert [(i.line_no, i.quantity, i.weight_g) for i in s.items] == [(1, 1, 500), (2, 1, 300)]
+    assert s.weight_g == 800 and s.state is ShipmentState.PLANNED
+
+
+def test_withdraw_a_whole_line_drops_its_item() -> None:
+    """A line whose every unit is taken out disappears from the parcel; the rest stays planned."""
+    s = two_lines()
+    s.withdraw({1: 2}, "refunded", T0 + HOUR)
+    assert [type(e) for e in s.collect_events()] == [Shipment.Shrunk]
+    assert [(i.line_no, i.quantity, i.weight_g) for i in s.items] == [(2, 3, 900)]
+    assert s.state is ShipmentState.PLANNED
+
+
+def test_withdraw_everything_cancels_the_parcel() -> None:
+    """Taking out every unit records Cancelled (with the reason) instead of Shrunk."""
+    s = two_lines()
+    s.withdraw({1: 2, 2: 3}, "refunded before dispatch", T0 + HOUR)
+    (event,) = s.collect_events()
+    assert isinstance(event, Shipment.Cancelled) and event.reason == "refunded before dispatch"
+    assert s.state is ShipmentState.CANCELLED
+
+
+def test_withdraw_the_rest_after_a_shrink_cancels_the_parcel() -> None:
+    """After a shrink, withdrawing what is left cancels the parcel; the history replays to the same state."""
+    s = two_lines()
+    s.withdraw({1: 2}, "refunded", T0 + HOUR)
+    s = replayed(s)
+    s.withdraw({2: 3}, "refunded", T0 + 2 * HOUR)
+    assert s.state is ShipmentState.CANCELLED
+    rebuilt = replayed(s)
+    assert [type(e) for e in rebuilt.given_history] == [Shipment.Planned, Shipment.Shrunk, Shipment.Cancelled]
+    assert state(rebuilt) == state(s)
+
+
+@pytest.mark.parametrize("units", [{1: 3}, {2: 4}, {3: 1}, {1: 2, 2: 4}])
+def test_withdraw_more_than_carried_is_refused(units: dict[int, int]) -> None:
+    """Units the parcel does not carry (too many, or another line) cannot be withdrawn."""
+    s = two_lines()
+    with pytest.raises(IllegalTransition) as caught:
+        s.withdraw(units, "refunded", T0 + HOUR)
+    assert caught.value.code == "illegal_transition"
+    assert s.collect_events() == []
+    assert [(i.line_no, i.quantity) for i in s.items] == [(1, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("given_state", ["dispatched", "in_transit", "delivered", "cancelled"])
+def test_withdraw_only_from_a_planned_parcel(given_state: str) -> None:
+    """Units leave only a parcel that has not left: any other state refuses."""
+    s = planned() if given_state == "cancelled" else dispatched()
+    if given_state == "cancelled":
+        s.cancel("refunded", T0)
+    if given_state == "in_transit":
+        s.track(update(90), T0 + 2 * HOUR)
+    if given_state == "delivered":
+        s.deliver(T0 + 2 * HOUR)
+    s = replayed(s)
+    with pytest.raises(IllegalTransition) as caught:
+        s.withdraw({1: 1}, "refunded", T0 + 3 * HOUR)
+    assert caught.value.code == "illegal_transition"
+    assert s.collect_events() == []
+
+
+# ------------------------------------------------------------------ return parcels
+
+
+def returning() -> Shipment:
+    """A return parcel the customer handed to a carrier: 2 units of line 1."""
+    return replayed(
+        Shipment.send_return(
+            RETURN_SHIPMENT,
+            T0,
+            order_id=ORDER,
+            checkout_id=CHECKOUT,
+            merchant_id="m1",
+            warehouse_id="w1",
+            return_id=RETURN_ID,
+            items=(ParcelItem(line_no=1, sku_id="sku-1", quantity=2, weight_g=1000),),
+            carrier="SF",
+            tracking_number="SF-R1",
+        )
+    )
+
+
+def test_send_return_records_a_dispatched_return_parcel() -> None:
+    """send_return records ReturnSent; the parcel is dispatched, is a return, and has its carrier."""
+    s = returning()
+    (event,) = s.given_history  # type: ignore[attr-defined]
+    assert isinstance(event, Shipment.ReturnSent)
+    assert (event.return_id, event.carrier, event.tracking_number) == (RETURN_ID, "SF", "SF-R1")
+    assert s.state is ShipmentState.DISPATCHED and s.is_return
+    assert (s.order_id, s.return_id, s.carrier, s.tracking_number) == (ORDER, RETURN_ID, "SF", "SF-R1")
+    assert s.weight_g == 1000
+    assert not planned().is_return
+
+
+def test_return_parcel_can_be_tracked() -> None:
+    """Carrier updates of a return parcel are recorded and move it in transit."""
+    s = returning()
+    assert s.track(update(30), T0 + HOUR) is True
+    assert [type(e) for e in s.collect_events()] == [Shipment.TrackingUpdated]
+    assert s.state is ShipmentState.IN_TRANSIT
+
+
+@pytest.mark.parametrize("tracked", [False, True])
+def test_return_parcel_is_neither_delivered_nor_failed(tracked: bool) -> None:
+    """A return parcel goes to the warehouse: deliver and fail are refused."""
+    s = returning()
+    if tracked:
+        s.track(update(30), T0 + HOUR)
+        s = replayed(s)
+    for command in (lambda: s.deliver(T0 + 2 * HOUR), lambda: s.fail("lost", T0 + 2 * HOUR)):
+        with pytest.raises(IllegalTransition) as caught:
+            command()
+        assert caught.value.code == "illegal_transition"
+    assert s.collect_events() == []
+    assert s.state is (ShipmentState.IN_TRANSIT if tracked else ShipmentState.DISPATCHED)
+
+
+def test_return_parcel_cannot_be_cancelled_or_shrunk() -> None:
+    """A return parcel already left: cancel and withdraw are refused."""
+    s = returning()
+    with pytest.raises(IllegalTransition):
+        s.cancel("changed mind", T0 + HOUR)
+    with pytest.raises(IllegalTransition):
+        s.withdraw({1: 1}, "changed mind", T0 + HOUR)
+    assert s.collect_events() == []
+
+
+@pytest.mark.parametrize("tracked", [False, True])
+def test_receive_return_parcel(tracked: bool) -> None:
+    """The warehouse receives a return parcel: Received with sellable and damaged units, state received."""
+    s = returning()
+    if tracked:
+        s.track(update(30), T0 + HOUR)
+        s = replayed(s)
+    s.receive({1: 1}, {1: 1}, T0 + 2 * HOUR)
+    (event,) = s.collect_events()
+    assert isinstance(event, Shipment.Received) and (event.sellable, event.damaged) == ({1: 1}, {1: 1})
+    assert (s.state, s.sellable, s.damaged) == (ShipmentState.RECEIVED, {1: 1}, {1: 1})
+
+
+def test_receive_twice_is_refused() -> None:
+    """A return parcel is received once; receiving it again is IllegalTransition."""
+    s = returning()
+    s.receive({1: 2}, {}, T0 + 2 * HOUR)
+    s = replayed(s)
+    with pytest.raises(IllegalTransition) as caught:
+        s.receive({1: 2}, {}, T0 + 3 * HOUR)
+    assert caught.value.code == "illegal_transition"
+    assert s.collect_events() == []
+
+
+@pytest.mark.parametrize("given_state", ["planned", "dispatched", "delivered"])
+def test_receive_on_an_outbound_parcel_is_refused(given_state: str) -> None:
+    """Only a return parcel is received: an outbound one refuses, whatever its state."""
+    s = planned() if given_state == "planned" else dispatched()
+    if given_state == "delivered":
+        s.deliver(T0 + 2 * HOUR)
+        s = replayed(s)
+    with pytest.raises(IllegalTransition) as caught:
+        s.receive({1: 2}, {}, T0 + 3 * HOUR)
+    assert caught.value.code == "illegal_transition"
+    assert s.collect_events() == []
+
+
+def test_return_parcel_replay_equals_live() -> None:
+    """Replaying a return parcel's history (sent, tracked, received) rebuilds the live shipment."""
+    s = returning()
+    s.track(update(30), T0 + HOUR)
+    s.receive({1: 2}, {}, T0 + 2 * HOUR)
+    assert state(replayed(s)) == state(s)

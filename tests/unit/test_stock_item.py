@@ -524,3 +524,44 @@ def test_replay_of_random_commands_equals_live_and_never_oversells(steps: list[t
         assert getattr(rebuilt, field) == getattr(live, field), field
     assert state(rebuilt) == state(live)
     assert [e.originator_version for e in history] == list(range(1, len(history) + 1))
+
+
+# ------------------------------------------------------------------ damaged returns
+
+
+def test_write_off_return_records_the_damaged_units_and_leaves_stock_unchanged() -> None:
+    """Damaged returned units record ReturnWrittenOff; they never entered on_hand, so on_hand and available stay."""
+    stock = _held(4, confirmed=True)
+    before = (stock.on_hand, stock.available(T0), stock.reserved(T0))
+    stock.write_off_return(ORDER_B, 2, "damaged in return", T0 + HOUR)
+    (event,) = stock.collect_events()
+    assert isinstance(event, StockItem.ReturnWrittenOff)
+    assert (event.order_id, event.quantity, event.reason) == (ORDER_B, 2, "damaged in return")
+    assert (stock.on_hand, stock.available(T0), stock.reserved(T0)) == before == (10, 6, 4)
+
+
+def test_write_off_return_does_not_raise_a_low_stock_alert() -> None:
+    """Writing off damaged returns changes nothing available, so no low-stock event follows it."""
+    stock = item(3, safety_stock=2)
+    stock.write_off_return(ORDER_A, 5, "damaged in return", T0)
+    assert kinds(stock.collect_events()) == ["ReturnWrittenOff"]
+    assert not stock.low_stock_flagged
+
+
+def test_write_off_return_replays_to_the_same_stock() -> None:
+    """A history with restocked and written-off returns replays to the same StockItem."""
+    stock = item(10)
+    stock.restock_return(ORDER_A, 1, T0)
+    stock.write_off_return(ORDER_A, 1, "damaged in return", T0)
+    rebuilt = replayed(stock)
+    assert kinds(rebuilt.given_history[-2:]) == ["ReturnRestocked", "ReturnWrittenOff"]  # type: ignore[attr-defined]
+    assert state(rebuilt) == state(stock) and rebuilt.on_hand == 11
+
+
+@pytest.mark.parametrize("quantity", [0, -1])
+def test_write_off_return_of_non_positive_quantity_records_nothing(quantity: int) -> None:
+    """A zero or negative write-off of returned units fails validation and leaves no event."""
+    stock = item(10)
+    with pytest.raises((ValidationError, EcomcoreError)):
+        stock.write_off_return(ORDER_A, quantity, "damaged", T0)
+    assert stock.collect_events() == []

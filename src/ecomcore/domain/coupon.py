@@ -258,18 +258,21 @@ class Coupon(Aggregate):
 
         A coupon is returned only when every order it covered is fully refunded (a
         platform coupon spans all merchant orders of its checkout), and only while it
-        is still valid; otherwise it stays redeemed.  Every such order records itself
-        here, so two orders refunded at once conflict on this coupon instead of each
-        missing the other's refund.
+        is still valid; past its validity it expires instead (spec §5.3).  Until then
+        it stays redeemed.  Every such order records itself here, so two orders
+        refunded at once conflict on this coupon instead of each missing the other's.
         """
         if self.state is not CouponState.REDEEMED or order_id not in self.order_ids:
             return False
         if order_id not in self.refunded_orders:
             self._record(self.OrderRefunded, now, order_id=order_id)
-        if self.refunded_orders.issuperset(self.order_ids) and self.is_valid_at(now):
-            self._record(self.Returned, now, reason="order refunded in full")
-            return True
-        return False
+        if not self.refunded_orders.issuperset(self.order_ids):
+            return False
+        if not self.is_valid_at(now):
+            self._record(self.Expired, now)
+            return False
+        self._record(self.Returned, now, reason="order refunded in full")
+        return True
 
     def expire(self, now: datetime) -> bool:
         """Record that an unused coupon ran out of validity; True if it did now."""

@@ -331,6 +331,7 @@ class Order(Aggregate):
         self.kept_refunded: LineUnits = {}
         self.returns: dict[UUID, ReturnCase] = {}
         self.delivered_at: datetime | None = None
+        self.last_delivery_at: datetime | None = None
 
     @classmethod
     def place(cls, order_id: UUID, now: datetime, **facts: object) -> Order:
@@ -801,6 +802,7 @@ class Order(Aggregate):
     @applies(ShipmentDelivered)
     def _shipment_delivered(self, e: ShipmentDelivered) -> None:
         self.shipments[e.shipment_id] = ShipmentProgress.DELIVERED
+        self.last_delivery_at = e.timestamp
         self._follow_shipments(e.timestamp)
 
     @applies(ShipmentFailed)
@@ -859,10 +861,11 @@ class Order(Aggregate):
             return
         if all(p is ShipmentProgress.DELIVERED for p in live):
             if self.state is not OrderState.DELIVERED:
-                self.state, self.delivered_at = OrderState.DELIVERED, at
+                # The after-sales window runs from the last parcel that reached the customer.
+                self.state, self.delivered_at = OrderState.DELIVERED, self.last_delivery_at or at
         elif all(p is not ShipmentProgress.PLANNED for p in live):
             self.state = OrderState.SHIPPED
-        elif any(p is not ShipmentProgress.PLANNED for p in live):
+        elif self.ever_dispatched:
             self.state = OrderState.PARTIALLY_SHIPPED
         else:
             self.state = OrderState.PAID

@@ -43,19 +43,9 @@ class ParcelPlan(BaseModel):
     warehouse_id: str
     items: tuple[ParcelItem, ...]
 
-    @classmethod
-    def send_return(cls, shipment_id: UUID, now: datetime, **facts: object) -> Shipment:
-        shipment = cls(shipment_id)
-        shipment._record(cls.ReturnSent, now, **facts)
-        return shipment
-
     @property
     def weight_g(self) -> int:
         return sum(item.weight_g for item in self.items)
-
-    @property
-    def is_return(self) -> bool:
-        return self.return_id is not None
 
 
 def plan_parcels(lines: Sequence[OrderLine], weight_limit_g: int) -> list[ParcelPlan]:
