@@ -11,7 +11,6 @@ from ecomcore.application.commands import (
     RefundReceipt,
 )
 from ecomcore.application.shop import Shop
-from ecomcore.domain.catalogue import Merchant, Promotion, Sku, Warehouse
 from ecomcore.domain.after_sales import (
     LineRefundable,
     RefundableSummary,
@@ -20,6 +19,7 @@ from ecomcore.domain.after_sales import (
     ReturnCase,
     ReturnStatus,
 )
+from ecomcore.domain.catalogue import Merchant, Promotion, Sku, Warehouse
 from ecomcore.domain.coupon import CouponState, IssueChannel, Validity
 from ecomcore.domain.errors import (
     AlreadyExists,

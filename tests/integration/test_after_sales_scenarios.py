@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from shop_fixtures import START, campaign, open_shop, stock_catalogue
 
 from ecomcore import (
     PLATFORM,
@@ -25,7 +26,6 @@ from ecomcore import (
     ReturnStatus,
     ShipmentState,
 )
-from shop_fixtures import START, campaign, open_shop, stock_catalogue
 
 DAY = timedelta(days=1)
 

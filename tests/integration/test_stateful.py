@@ -12,6 +12,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+from shop_fixtures import START, campaign, open_shop, stock_catalogue
 
 from ecomcore import (
     PLATFORM,
@@ -25,8 +26,6 @@ from ecomcore import (
     ShipmentState,
 )
 from ecomcore.domain.coupon import Coupon
-from ecomcore.domain.stock_item import StockItem
-from shop_fixtures import START, campaign, open_shop, stock_catalogue
 
 SKUS = ["A1", "B1", "C1", "D1", "E1"]
 WAREHOUSES = ["w1", "w2", "w3"]

@@ -14,9 +14,9 @@ from eventsourcing.utils import get_topic
 from pydantic import ValidationError
 from strategies import T0, make_line
 
+from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, Snapshot
 from ecomcore.domain.coupon import Coupon, CouponCampaign, IssueChannel, Validity
-from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.order import CancelReason, Checkout, Order, PlannedParcel
 from ecomcore.domain.pricing import CouponKind, CouponTerms, Scope
 from ecomcore.domain.shipment import ParcelItem, Shipment, TrackingUpdate

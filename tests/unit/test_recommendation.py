@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from strategies import T0
 
+import ecomcore.domain.recommendation as recommendation_module
 from ecomcore.domain.errors import CouponNotUsable
 from ecomcore.domain.pricing import (
     PLATFORM,
@@ -24,9 +26,7 @@ from ecomcore.domain.pricing import (
     Scope,
     price_checkout,
 )
-import ecomcore.domain.recommendation as recommendation_module
 from ecomcore.domain.recommendation import CandidateCoupon, Recommendation, recommend
-from strategies import T0
 
 # --------------------------------------------------------------------------- builders
 

@@ -8,9 +8,9 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.catalogue import Id
 from ecomcore.domain.coupon import IssueChannel, Validity
-from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.order import CancelReason, OrderState, RefundStatus
 from ecomcore.domain.pricing import CouponTerms
 

@@ -45,7 +45,6 @@ from ecomcore.domain.order import (
     checkout_id_for_request,
     order_id_for,
 )
-from ecomcore.domain.recommendation import CandidateCoupon, Recommendation, recommend
 from ecomcore.domain.pricing import (
     AppliedCoupon,
     AppliedPromotion,
@@ -54,6 +53,7 @@ from ecomcore.domain.pricing import (
     apportion,
     price_checkout,
 )
+from ecomcore.domain.recommendation import CandidateCoupon, Recommendation, recommend
 from ecomcore.domain.shipment import (
     ParcelItem,
     Shipment,
@@ -66,8 +66,8 @@ from ecomcore.domain.shipment import (
 from ecomcore.domain.stock_item import StockItem, stock_item_id
 from ecomcore.infrastructure.catalogue import open_catalogue
 from ecomcore.infrastructure.clock import Clock, SystemClock
-from ecomcore.infrastructure.settings import Settings
 from ecomcore.infrastructure.log_index import CouponOwners
+from ecomcore.infrastructure.settings import Settings
 from ecomcore.infrastructure.store import EventStore
 
 C = TypeVar("C", bound=BaseModel)
@@ -787,9 +787,7 @@ class Shop:
         c = _validated(cmd.ConfirmReceipt, command, fields)
 
         def work(uow: UnitOfWork, now: datetime) -> None:
-            order = uow.get(Order, c.order_id, "order")
-            if order.customer_id != c.customer_id:
-                raise NotFound(f"customer {c.customer_id} has no order {c.order_id}")
+            order = self._customer_order(uow, c.order_id, c.customer_id)
             if order.state is not OrderState.COMPLETED:
                 order.confirm_receipt(now)
 
@@ -971,6 +969,7 @@ class Shop:
                 if uow.get(Coupon, coupon_id).order_refunded(order.id, now):
                     returned.append(coupon_id)
         return _refund_receipt(order, record, tuple(returned))
+
 
 def _priced(sku: Sku, quantity: int) -> PricedItem:
     return PricedItem(

@@ -15,16 +15,15 @@ Order states::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from uuid import NAMESPACE_URL, UUID, uuid5
-
-from datetime import timedelta
 from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ecomcore.domain.after_sales import (
+    LineRefundable,
     LineUnits,
     ParcelUnits,
     RefundableSummary,
@@ -33,7 +32,6 @@ from ecomcore.domain.after_sales import (
     RefundRecord,
     ReturnCase,
     ReturnStatus,
-    LineRefundable,
 )
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, applies
 from ecomcore.domain.catalogue import Sku

@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import Application
-import random
-import time
-
 from eventsourcing.persistence import DatabaseError, IntegrityError
 from eventsourcing.utils import Environment
 
