@@ -34,8 +34,9 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run one command; ``parser`` lets an outer layer (the projections) add its own commands."""
+    parser = parser or build_parser()[0]
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error argparse has already reported
@@ -65,15 +66,19 @@ def _first_line(error: BaseException) -> str:
 # --------------------------------------------------------------------------- arguments
 
 
-def _parser() -> argparse.ArgumentParser:
+STORE_HELP = (
+    "event store URL: sqlite:///path or postgresql://user:pw@host/db "
+    f"(default: $ECOMCORE_STORE_URL, else {DEFAULT_STORE_URL})"
+)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The core commands; returns the parser and its sub-command set, for more commands."""
     parser = argparse.ArgumentParser(
         prog="ecomcore", description="The event-sourced core of an e-commerce back office."
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-    store_help = (
-        "event store URL: sqlite:///path or postgresql://user:pw@host/db "
-        f"(default: $ECOMCORE_STORE_URL, else {DEFAULT_STORE_URL})"
-    )
+    store_help = STORE_HELP
 
     demo = commands.add_parser("demo", help="run a simulated trading day and print what happened")
     demo.add_argument("--store", metavar="URL", help=store_help)
@@ -88,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--now", metavar="ISO8601", type=_moment, default=None,
                        help="the moment to sweep as of, ISO 8601 (naive means UTC; default: the system clock)")
     sweep.set_defaults(command=run_sweep)
-    return parser
+    return parser, commands
 
 
 def _positive_int(text: str) -> int:
