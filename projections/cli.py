@@ -14,12 +14,19 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from types import FrameType
 
 from ecomcore import cli as core_cli
+from ecomcore.domain.money import format_amount
+from ecomcore.infrastructure.clock import ManualClock
 from ecomcore.infrastructure.settings import Settings
+from ecomcore.simulation import simulate_trading_day
 from ecomcore.infrastructure.store import EventStore
 from ecomcore_projections.base import ProjectionError
+from ecomcore_projections.order_status import OrderStatusQueries
+from ecomcore_projections.reconciliation import ReconciliationQueries
+from ecomcore_projections.stock import StockQueries
 from ecomcore_projections.runner import REGISTRY, Projector, ReadModels, UnknownProjection, rebuild
 
 EXIT_DIFFERENCES = 1
@@ -28,6 +35,12 @@ EXIT_DIFFERENCES = 1
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = core_cli.build_parser()
     read_models_help = "read-model database URL (default: the store's own database)"
+
+    demo = commands.choices["demo"]
+    demo.add_argument("--read-models", metavar="URL", help=read_models_help)
+    demo.add_argument("--no-projections", action="store_true",
+                      help="only trade: leave the read models for a projector worker")
+    demo.set_defaults(command=run_demo)
 
     project = commands.add_parser("project", help="run projector workers: catch up, or follow the event log")
     project.add_argument("--store", metavar="URL", help=core_cli.STORE_HELP)
@@ -50,6 +63,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuild_.add_argument("--batch-size", metavar="N", type=core_cli._positive_int, default=1000)
     rebuild_.set_defaults(command=run_rebuild)
     return core_cli.main(argv, parser)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The simulated day, then the projections in-process; the summary comes from the read models."""
+    clock = ManualClock(core_cli.DEMO_START)
+    with core_cli._open_shop(args.store, clock) as shop:
+        clock.set(core_cli._trading_morning(shop))
+        print(f"simulating {args.orders} checkouts on {shop.settings.store_url}", file=sys.stderr)
+        summary = simulate_trading_day(
+            shop, clock, orders=args.orders, seed=args.seed, progress=core_cli._progress_line(sys.stderr)
+        )
+        if args.no_projections:
+            print(core_cli.render_summary(summary, orders=args.orders, seed=args.seed))
+            return core_cli.EXIT_OK
+        read_models = ReadModels(args.read_models or shop.settings.store_url)
+        try:
+            applied = Projector(shop.store, read_models).catch_up(progress=_progress)
+            print(f"\nprojected {applied} events into the read models", file=sys.stderr)
+            sections = read_model_sections(read_models, clock.now(), shop.settings.currency)
+        finally:
+            read_models.dispose()
+    print(core_cli.render_summary(summary, orders=args.orders, seed=args.seed, sections=sections))
+    return core_cli.EXIT_OK
+
+
+def read_model_sections(read_models: ReadModels, now: datetime, currency: str) -> list[str]:
+    """Orders by state, stock, reorder suggestions and the reconciliation checks, from the read models."""
+    engine = read_models.engine
+    orders = OrderStatusQueries(engine, read_models.tables["order_status"])
+    stock = StockQueries(engine, read_models.tables["stock"])
+    ledger = ReconciliationQueries(engine, read_models.tables["reconciliation"])
+
+    def money(amount: int) -> str:
+        return format_amount(amount, currency)
+
+    balances = ledger.balances()
+    lines = [
+        "",
+        "Orders by state (read model)",
+        *core_cli._rows((state.value, n) for state, n in orders.count_by_state().items()),
+        "",
+        "Stock left (available, all warehouses)",
+        *core_cli._rows((total.sku_id, total.available) for total in stock.totals(now)),
+        "",
+        "Low-stock alerts (reorder suggestions)",
+        *(
+            f"  {level.sku_id} in {level.warehouse_id}: available {level.available}, "
+            f"safety stock {level.safety_stock}"
+            for level in stock.low_stock(now)
+        ),
+    ]
+    if not stock.low_stock(now):
+        lines.append("  none")
+    discrepancies = ledger.discrepancies()
+    lines += [
+        "",
+        "Reconciliation (ledger)",
+        f"  {'money at the provider':<26}{money(balances.get('provider_cash', 0))}",
+        f"  {'platform subsidy paid':<26}{money(balances.get('platform:subsidy', 0))}",
+        f"  {'merchant settlements':<26}{len({s.merchant_id for s in ledger.settlements()})} merchants, "
+        f"{money(sum(s.owed for s in ledger.settlements()))} owed",
+        f"  {'discrepancies':<26}{len(discrepancies) or 'none'}",
+        *(f"    {d.kind}: {d.message}" for d in discrepancies[:20]),
+    ]
+    return lines
 
 
 def _open(args: argparse.Namespace) -> tuple[EventStore, ReadModels]:
@@ -128,3 +206,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -835,6 +835,13 @@ class OrderStatusQueries:
             .limit(limit)
         )
 
+    def count_by_state(self) -> dict[OrderState, int]:
+        """How many orders are in each state (states with none are left out), in lifecycle order."""
+        orders = self._t["orders"]
+        with self._conn() as conn:
+            counts = dict(conn.execute(select(orders.c.state, func.count()).group_by(orders.c.state)).all())
+        return {state: counts[state.value] for state in OrderState if counts.get(state.value)}
+
     def _summaries(self, query: Any) -> tuple[OrderSummary, ...]:
         with self._conn() as conn:
             return tuple(OrderSummary(**dict(r._mapping)) for r in conn.execute(query))

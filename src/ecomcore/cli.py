@@ -165,12 +165,20 @@ def _progress_line(stream: TextIO) -> Callable[[int, int], None]:
     return show
 
 
-def render_summary(summary: DaySummary, *, orders: int, seed: int) -> str:
-    """The day in a few lines a person can read."""
-    lines = [
+def render_summary(
+    summary: DaySummary, *, orders: int, seed: int, sections: Sequence[str] | None = None
+) -> str:
+    """The day in a few lines a person can read; ``sections`` replace the state and stock
+    sections (the read side prints them from its read models)."""
+    head = [
         f"Trading day {summary.trading_day:%Y-%m-%d} (seed {seed}, {orders} checkout attempts)",
         "",
         *_figures(summary),
+    ]
+    if sections is not None:
+        return "\n".join([*head, *sections])
+    lines = [
+        *head,
         "",
         "Orders by state",
         *_rows((state.value, count) for state, count in summary.orders_by_state.items()),
