@@ -85,3 +85,41 @@ def test_projector_killed_at_random_resumes_and_equals_a_rebuild(backend, tmp_pa
     assert kills == KILLS
     assert mid_work >= KILLS // 4, f"only {mid_work} kills landed while batches were being applied"
     assert ecomcore(["rebuild", "--check", "--all", "--store", store, "--read-models", read_models]) == 0
+
+
+def test_a_following_worker_picks_up_new_events_and_stops_on_sigterm(tmp_path):
+    """project --follow catches up, applies events written later while it polls, and exits 0 on SIGTERM."""
+    store = f"sqlite:///{tmp_path}/store.sqlite"
+    read_models = f"sqlite:///{tmp_path}/read-models.sqlite"
+    shop = open_shop(store)
+    stock_catalogue(shop)
+    _more_trading(shop, 1)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "ecomcore_projections.cli", "project", "--store", store, "--read-models", read_models,
+         "--follow", "--poll", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        def caught_up() -> bool:
+            head = shop.store.recorder.max_notification_id()
+            positions = _positions(read_models)
+            return len(positions) == 3 and all(p == head for p in positions.values())
+
+        _wait_for(caught_up)
+        _more_trading(shop, 2)  # written while the worker polls
+        _wait_for(caught_up)
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err.decode()
+        assert out.decode().count("behind       0 events") == 3
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        shop.close()
+
+
+def _wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the worker did not catch up in time"
+        time.sleep(0.1)
