@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
-from sqlalchemy import Connection, MetaData, Table
+from sqlalchemy import Connection, DateTime, MetaData, Table, TypeDecorator
 
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.infrastructure.store import EventStore
@@ -28,6 +29,29 @@ def live_name(logical: str) -> str:
 
 def shadow_name(logical: str) -> str:
     return f"{LIVE_PREFIX}{logical}{SHADOW_SUFFIX}"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC instant, stored as a naive UTC timestamp.
+
+    SQLite keeps no zone and PostgreSQL's ``timestamptz`` comes back in the session's
+    zone; naive UTC in, aware UTC out round-trips identically on both, and compares
+    correctly in SQL (bound values are converted the same way).  Naive datetimes are
+    refused: read models store only instants whose zone is known.
+    """
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"a naive datetime {value!r} has no zone: read models store only aware instants")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
 
 
 class ProjectionError(Exception):

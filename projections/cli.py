@@ -17,17 +17,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from types import FrameType
 
+from ecomcore_projections.base import ProjectionError
+from ecomcore_projections.order_status import OrderStatusQueries
+from ecomcore_projections.reconciliation import ReconciliationQueries
+from ecomcore_projections.runner import REGISTRY, Projector, ReadModels, UnknownProjection, rebuild
+from ecomcore_projections.stock import StockQueries
+
 from ecomcore import cli as core_cli
 from ecomcore.domain.money import format_amount
 from ecomcore.infrastructure.clock import ManualClock
 from ecomcore.infrastructure.settings import Settings
-from ecomcore.simulation import simulate_trading_day
 from ecomcore.infrastructure.store import EventStore
-from ecomcore_projections.base import ProjectionError
-from ecomcore_projections.order_status import OrderStatusQueries
-from ecomcore_projections.reconciliation import ReconciliationQueries
-from ecomcore_projections.stock import StockQueries
-from ecomcore_projections.runner import REGISTRY, Projector, ReadModels, UnknownProjection, rebuild
+from ecomcore.simulation import simulate_trading_day
 
 EXIT_DIFFERENCES = 1
 

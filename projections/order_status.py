@@ -8,11 +8,8 @@ from the store as it was just before the event), and the rows are written from t
 folded aggregate.  Every row carries the aggregate version it shows, and an event
 whose version does not follow it is refused, so a gap or a repeat cannot pass unseen.
 
-Timestamps are stored as text, in UTC, in one fixed-width ISO 8601 form
-(``2026-11-11T08:00:00.000000+00:00``), by :class:`UtcTimestamp`: SQLite keeps no
-time zone in its DATETIME, so text is the one form that reads back identically on
-SQLite and PostgreSQL; fixed width makes text order chronological order, so the
-database can compare and sort them.  They read back as timezone-aware UTC datetimes.
+Timestamps are stored as naive UTC and read back timezone-aware (:class:`UtcDateTime`),
+the same on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from ecomcore_projections.base import Projection, UtcDateTime
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
     BigInteger,
@@ -37,7 +35,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    TypeDecorator,
     delete,
     func,
     insert,
@@ -51,7 +48,6 @@ from ecomcore.domain.money import format_amount
 from ecomcore.domain.order import Order, OrderState, RefundStatus
 from ecomcore.domain.shipment import Shipment, ShipmentState
 from ecomcore.infrastructure.store import EventStore
-from ecomcore_projections.base import Projection
 
 __all__ = [
     "OrderDetail",
@@ -64,25 +60,7 @@ __all__ = [
     "ShipmentView",
     "TimelineEntry",
     "TrackingView",
-    "UtcTimestamp",
 ]
-
-
-class UtcTimestamp(TypeDecorator[datetime]):
-    """A timezone-aware datetime stored as fixed-width UTC ISO 8601 text; naive ones are refused."""
-
-    impl = String(32)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime) or value.utcoffset() is None:
-            raise ValueError(f"a timestamp must be a timezone-aware datetime, got {value!r}")
-        return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-    def process_result_value(self, value: str | None, dialect: Any) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value)
 
 
 class OrderStatusInconsistency(RuntimeError):
@@ -176,14 +154,14 @@ class OrderStatusProjection(Projection):
             Column("open_returns", Integer, nullable=False),
             Column("cancel_reason", String(32)),
             Column("completion", String(16)),  # "confirmed" by the customer or "automatic"
-            Column("payment_deadline", UtcTimestamp, nullable=False),
-            Column("placed_at", UtcTimestamp, nullable=False),
-            Column("paid_at", UtcTimestamp),
-            Column("cancelled_at", UtcTimestamp),
-            Column("delivered_at", UtcTimestamp),
-            Column("completed_at", UtcTimestamp),
-            Column("closed_at", UtcTimestamp),
-            Column("updated_at", UtcTimestamp, nullable=False),
+            Column("payment_deadline", UtcDateTime, nullable=False),
+            Column("placed_at", UtcDateTime, nullable=False),
+            Column("paid_at", UtcDateTime),
+            Column("cancelled_at", UtcDateTime),
+            Column("delivered_at", UtcDateTime),
+            Column("completed_at", UtcDateTime),
+            Column("closed_at", UtcDateTime),
+            Column("updated_at", UtcDateTime, nullable=False),
             Column("version", Integer, nullable=False),
             Column("position", BigInteger, nullable=False),
             Index(f"ix_{orders_name}_customer", "customer_id", "placed_at"),
@@ -223,9 +201,9 @@ class OrderStatusProjection(Projection):
             Column("tracking_number", String(128), nullable=False),
             Column("weight_g", BigInteger, nullable=False),
             Column("reason", Text),  # why it failed or was cancelled
-            Column("created_at", UtcTimestamp, nullable=False),
-            Column("dispatched_at", UtcTimestamp),
-            Column("updated_at", UtcTimestamp, nullable=False),
+            Column("created_at", UtcDateTime, nullable=False),
+            Column("dispatched_at", UtcDateTime),
+            Column("updated_at", UtcDateTime, nullable=False),
             Column("version", Integer, nullable=False),
             Column("position", BigInteger, nullable=False),
             Index(f"ix_{shipments_name}_order", "order_id", "seq", unique=True),
@@ -248,7 +226,7 @@ class OrderStatusProjection(Projection):
             _id("shipment_id", primary_key=True),
             # Rank in the shipment's tracking, sorted by occurred_at as the aggregate keeps it.
             Column("seq", Integer, primary_key=True),
-            Column("occurred_at", UtcTimestamp, nullable=False),
+            Column("occurred_at", UtcDateTime, nullable=False),
             Column("status", String(64), nullable=False),
             Column("location", String(200), nullable=False),
         )
@@ -257,7 +235,7 @@ class OrderStatusProjection(Projection):
             metadata,
             _id("order_id", primary_key=True),
             Column("seq", Integer, primary_key=True),
-            Column("at", UtcTimestamp, nullable=False),
+            Column("at", UtcDateTime, nullable=False),
             Column("event_type", String(64), nullable=False),
             Column("description", Text, nullable=False),
             _id("shipment_id"),

@@ -51,6 +51,7 @@ from enum import StrEnum
 from typing import Any, Self
 from uuid import UUID
 
+from ecomcore_projections.base import Projection, UtcDateTime, live_name
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -71,8 +72,6 @@ from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.order import Order
 from ecomcore.domain.pricing import unit_refund
-from ecomcore_projections.base import Projection, live_name
-from ecomcore_projections.stock import UtcDateTime
 
 PROVIDER_CASH = "provider_cash"
 PLATFORM_SUBSIDY = "platform:subsidy"

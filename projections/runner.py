@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ecomcore_projections.base import Projection, ProjectionError, live_name, shadow_name
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 from sqlalchemy import (
@@ -40,7 +41,6 @@ from sqlalchemy.exc import DBAPIError
 
 from ecomcore.infrastructure.catalogue import sqlalchemy_url
 from ecomcore.infrastructure.store import EventStore
-from ecomcore_projections.base import Projection, ProjectionError, live_name, shadow_name
 
 #: The projections ``ecomcore project`` and ``ecomcore rebuild`` know, by name.
 REGISTRY: dict[str, str] = {

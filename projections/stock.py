@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Self
 from uuid import UUID
 
+from ecomcore_projections.base import Projection, UtcDateTime, live_name
 from sqlalchemy import (
     Boolean,
     Column,
     Connection,
-    DateTime,
-    Dialect,
     Engine,
     Integer,
     MetaData,
@@ -34,33 +33,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.types import TypeDecorator
 
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.stock_item import StockItem
-from ecomcore_projections.base import Projection, live_name
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC instant, stored as a naive UTC timestamp.
-
-    SQLite keeps no zone and PostgreSQL's ``timestamptz`` comes back in the session's
-    zone; naive UTC in, aware UTC out round-trips identically on both, and compares
-    correctly in SQL (bound values are converted the same way).
-    """
-
-    impl = DateTime(timezone=False)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"a naive datetime {value!r} has no zone: read models store only aware instants")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
 
 
 class StockProjection(Projection):

@@ -7,6 +7,15 @@ from datetime import date, timedelta
 from uuid import UUID, uuid4
 
 import pytest
+from ecomcore_projections.reconciliation import (
+    DiscrepancyKind,
+    EntryKind,
+    ReconciliationProjection,
+    ReconciliationQueries,
+    Settlement,
+    share_refund,
+)
+from ecomcore_projections.runner import Projector, ReadModels, rebuild
 from shop_fixtures import START, campaign, open_shop, stock_catalogue
 from sqlalchemy import delete, select, update
 
@@ -23,15 +32,6 @@ from ecomcore import (
 )
 from ecomcore.domain.order import CancelReason, Order
 from ecomcore.simulation import simulate_trading_day
-from ecomcore_projections.reconciliation import (
-    DiscrepancyKind,
-    EntryKind,
-    ReconciliationProjection,
-    ReconciliationQueries,
-    Settlement,
-    share_refund,
-)
-from ecomcore_projections.runner import Projector, ReadModels, rebuild
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)

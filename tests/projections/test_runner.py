@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from ecomcore_projections.base import Projection, ProjectionError
+from ecomcore_projections.runner import Projector, ReadModels, dump, rebuild
+from shop_fixtures import open_shop, stock_catalogue
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, insert, select, update
 
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.stock_item import StockItem
-from ecomcore_projections.base import Projection, ProjectionError
-from ecomcore_projections.runner import Projector, ReadModels, dump, rebuild
-from shop_fixtures import open_shop, stock_catalogue
 
 
 class StockMoves(Projection):

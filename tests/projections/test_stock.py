@@ -6,6 +6,9 @@ from datetime import timedelta
 from uuid import uuid4
 
 import pytest
+from ecomcore_projections.base import live_name
+from ecomcore_projections.runner import Projector, ReadModels, rebuild
+from ecomcore_projections.stock import StockProjection, StockQueries
 from eventsourcing.utils import get_topic
 from shop_fixtures import START, open_shop, stock_catalogue
 from sqlalchemy import MetaData, create_engine
@@ -14,9 +17,6 @@ from ecomcore import ManualClock, Settings, Shop
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.stock_item import StockItem, stock_item_id
 from ecomcore.simulation import simulate_trading_day
-from ecomcore_projections.base import live_name
-from ecomcore_projections.runner import Projector, ReadModels, rebuild
-from ecomcore_projections.stock import StockProjection, StockQueries
 
 HOUR = timedelta(hours=1)
 
