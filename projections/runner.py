@@ -156,7 +156,15 @@ class Projector:
 
     # ------------------------------------------------------------------ one projection
 
-    def _catch_up(self, name: str, progress: Callable[[str, int, int], None] | None) -> int:
+    def _catch_up(
+        self,
+        name: str,
+        progress: Callable[[str, int, int], None] | None,
+        *,
+        until: int | None = None,
+        label: str | None = None,
+    ) -> int:
+        """Apply batches, each in its own transaction (memory stays flat), up to the head or ``until``."""
         projection = self.projections[name]
         recorder = self.store.recorder
         topics = _topics(projection)
@@ -166,15 +174,16 @@ class Projector:
             # recorders write under a table lock), so the position can jump to it when
             # the select comes back short: lag then counts only events really not seen.
             head = recorder.max_notification_id() or 0
+            stop = head if until is None else min(until, head)
             start = self.read_models.position(name) + 1
-            batch = recorder.select_notifications(start, self.batch_size, stop=head, topics=topics) if start <= head else []
+            batch = recorder.select_notifications(start, self.batch_size, stop=stop, topics=topics) if start <= stop else []
             done = len(batch) < self.batch_size
             try:
-                applied += self.apply(name, batch, advance_to=head if done else None)
+                applied += self.apply(name, batch, advance_to=stop if done else None)
             except PositionMoved:
                 continue  # another worker applied this stretch first: read on from its position
             if progress:
-                progress(name, self.read_models.position(name), head)
+                progress(label or name, self.read_models.position(name), stop)
             if done:
                 return applied
 
@@ -269,7 +278,7 @@ def rebuild(
     try:
         events = 0
         target = read_models.position(name) if check else None
-        events += _fill(projector, shadow.key, target, progress, name)
+        events += projector._catch_up(shadow.key, progress, until=target, label=name)
         with read_models.engine.begin() as conn:
             live_position = _lock_position(conn, read_models.positions, name)
             # Whatever arrived since the shadow was filled is applied in this same
@@ -307,26 +316,6 @@ class _Shadow:
         self.metadata.drop_all(self.read_models.engine, tables=shadow_only)
         with self.read_models.engine.begin() as conn:
             conn.execute(delete(self.read_models.positions).where(self.read_models.positions.c.name == self.key))
-
-
-def _fill(
-    projector: Projector, key: str, until: int | None, progress: Callable[[str, int, int], None] | None, label: str
-) -> int:
-    """Apply batches (each its own transaction, so memory stays flat) up to ``until`` or the head."""
-    recorder = projector.store.recorder
-    topics = _topics(projector.projections[key])
-    head = recorder.max_notification_id() or 0
-    stop = head if until is None else min(until, head)
-    applied = 0
-    while True:
-        start = projector.read_models.position(key) + 1
-        batch = recorder.select_notifications(start, projector.batch_size, stop=stop, topics=topics) if start <= stop else []
-        done = len(batch) < projector.batch_size
-        applied += projector.apply(key, batch, advance_to=stop if done else None)
-        if progress:
-            progress(label, projector.read_models.position(key), stop)
-        if done:
-            return applied
 
 
 def _fill_in(conn: Connection, projector: Projector, key: str, until: int | None) -> int:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ecomcore import CouponTerms, FreightTemplate, ManualClock, Settings, Shop, Validity
+from ecomcore import (
+    PLATFORM,
+    CouponTerms,
+    FreightTemplate,
+    ManualClock,
+    Promotion,
+    PromotionTerms,
+    PromotionTier,
+    Settings,
+    Shop,
+    Validity,
+)
 from ecomcore.infrastructure.catalogue import InMemoryCatalogue
 
 START = datetime(2026, 11, 11, 8, 0, tzinfo=UTC)
@@ -64,3 +75,57 @@ def campaign(shop: Shop, terms: CouponTerms, *, days: int = 7, total: int = 100,
         total_quantity=total,
         per_customer_limit=per_customer,
     )
+
+
+#: Stock for the worked example of the after-sales and read-model tests.
+WORKED_EXAMPLE_STOCK = (("A1", "w1", 10), ("B1", "w1", 5), ("C1", "w2", 10), ("E1", "w2", 10))
+
+
+def stocked_shop(store_url: str, clock: ManualClock, stock=WORKED_EXAMPLE_STOCK) -> Shop:
+    shop = open_shop(store_url, clock)
+    stock_catalogue(shop)
+    for sku_id, warehouse_id, quantity in stock:
+        shop.receive_stock(sku_id=sku_id, warehouse_id=warehouse_id, quantity=quantity, reference="po-1")
+    return shop
+
+
+def place_worked_example(shop: Shop):
+    """Alice's two-merchant checkout: m1 has a promotion and a merchant coupon; a platform coupon spans both.
+
+    m1: A1 2×2990, B1 1×4500, C1 3×1000 = 13480; promotion ≥10000 → 1000 off (444/334/222),
+    merchant coupon 'spend 10000 get 1500' on the 12480 left (665/501/334).
+    m2: E1 2×3000 = 6000.  Platform 10% on the 16980 left = 1698 (487/367/244/600).
+    Nets: A1 4384, B1 3298, C1 2200, E1 5400.  Freight: m1 by weight 2300 g = 1400,
+    m2 by count 2 units = 1200.  Payable 9882 + 1400 + 5400 + 1200 = 17882.
+    Returns the (unpaid) checkout receipt, the merchant coupon and the platform coupon.
+    """
+    now = shop.clock.now()
+    shop.add_promotion(
+        Promotion(
+            promotion_id="double11",
+            terms=PromotionTerms(merchant_id="m1", tiers=(PromotionTier(threshold=10000, amount_off=1000),)),
+            starts_at=now - timedelta(days=1),
+            ends_at=now + timedelta(days=30),
+        )
+    )
+    merchant_coupon = shop.issue_coupon(
+        campaign_id=campaign(shop, CouponTerms(kind="threshold", threshold=10000, amount_off=1500, funding="m1")),
+        customer_id="alice",
+    )
+    platform_coupon = shop.issue_coupon(
+        campaign_id=campaign(shop, CouponTerms(kind="percentage", percent_off_bp=1000, cap=2000, funding=PLATFORM)),
+        customer_id="alice",
+    )
+    receipt = shop.checkout(
+        customer_id="alice",
+        items=[
+            {"sku_id": "A1", "quantity": 2},
+            {"sku_id": "B1", "quantity": 1},
+            {"sku_id": "C1", "quantity": 3},
+            {"sku_id": "E1", "quantity": 2},
+        ],
+        merchant_coupon_ids=[merchant_coupon],
+        platform_coupon_id=platform_coupon,
+        shipping_address="1 Tea Road",
+    )
+    return receipt, merchant_coupon, platform_coupon

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from shop_fixtures import START, campaign, open_shop, stock_catalogue
+from shop_fixtures import START, campaign, place_worked_example, stocked_shop
 
 from ecomcore import (
     PLATFORM,
@@ -16,9 +16,6 @@ from ecomcore import (
     ManualClock,
     NotFound,
     OrderState,
-    Promotion,
-    PromotionTerms,
-    PromotionTier,
     RefundKind,
     RefundRefused,
     RefundStatus,
@@ -37,10 +34,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def shop(store_url, clock):
-    shop = open_shop(store_url, clock)
-    stock_catalogue(shop)
-    for sku_id, warehouse_id, quantity in [("A1", "w1", 10), ("B1", "w1", 5), ("C1", "w2", 10), ("E1", "w2", 10)]:
-        shop.receive_stock(sku_id=sku_id, warehouse_id=warehouse_id, quantity=quantity, reference="po-1")
+    shop = stocked_shop(store_url, clock)
     yield shop
     shop.close()
 
@@ -50,44 +44,8 @@ def stored_events(shop) -> int:
 
 
 def worked_example(shop):
-    """Two merchants; m1 has a promotion and a merchant coupon; a platform coupon spans both.
-
-    m1: A1 2×2990, B1 1×4500, C1 3×1000 = 13480; promotion ≥10000 → 1000 off (444/334/222),
-    merchant coupon 'spend 10000 get 1500' on the 12480 left (665/501/334).
-    m2: E1 2×3000 = 6000.  Platform 10% on the 16980 left = 1698 (487/367/244/600).
-    Nets: A1 4384, B1 3298, C1 2200, E1 5400.  Freight: m1 by weight 2300 g = 1400,
-    m2 by count 2 units = 1200.  Payable 9882 + 1400 + 5400 + 1200 = 17882.
-    """
-    shop.add_promotion(
-        Promotion(
-            promotion_id="double11",
-            terms=PromotionTerms(merchant_id="m1", tiers=(PromotionTier(threshold=10000, amount_off=1000),)),
-            starts_at=START - DAY,
-            ends_at=START + 30 * DAY,
-        )
-    )
-    merchant_coupon = shop.issue_coupon(
-        campaign_id=campaign(shop, CouponTerms(kind="threshold", threshold=10000, amount_off=1500, funding="m1")),
-        customer_id="alice",
-    )
-    platform_coupon = shop.issue_coupon(
-        campaign_id=campaign(
-            shop, CouponTerms(kind="percentage", percent_off_bp=1000, cap=2000, funding=PLATFORM)
-        ),
-        customer_id="alice",
-    )
-    receipt = shop.checkout(
-        customer_id="alice",
-        items=[
-            {"sku_id": "A1", "quantity": 2},
-            {"sku_id": "B1", "quantity": 1},
-            {"sku_id": "C1", "quantity": 3},
-            {"sku_id": "E1", "quantity": 2},
-        ],
-        merchant_coupon_ids=[merchant_coupon],
-        platform_coupon_id=platform_coupon,
-        shipping_address="1 Tea Road",
-    )
+    """The worked example of ``place_worked_example``, paid."""
+    receipt, merchant_coupon, platform_coupon = place_worked_example(shop)
     assert receipt.payable == 17882
     shop.pay(checkout_id=receipt.checkout_id, payment_id="pay-1", amount=17882, provider_txn="txn-1")
     m1, m2 = receipt.order_ids

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from ecomcore_projections.cli import main
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from shop_fixtures import START, campaign, open_shop, stock_catalogue
 
 from ecomcore import (
     PLATFORM,
@@ -21,7 +22,6 @@ from ecomcore import (
     RefundStatus,
     ShipmentState,
 )
-from shop_fixtures import START, campaign, open_shop, stock_catalogue
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from ecomcore_projections.order_status import (
 )
 from ecomcore_projections.runner import Projector, ReadModels, rebuild
 from eventsourcing.utils import get_topic
-from shop_fixtures import START, campaign, open_shop, stock_catalogue
+from shop_fixtures import START, campaign, stocked_shop
 from sqlalchemy import Engine, MetaData, Table, create_engine, select
 
 from ecomcore import CouponTerms, ManualClock, OrderState, RefundStatus, ShipmentState
@@ -36,10 +36,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def shop(store_url, clock):
-    shop = open_shop(store_url, clock)
-    stock_catalogue(shop)
-    for sku_id, warehouse_id, quantity in [("A1", "w1", 10), ("C1", "w2", 10), ("E1", "w2", 10)]:
-        shop.receive_stock(sku_id=sku_id, warehouse_id=warehouse_id, quantity=quantity, reference="po-1")
+    shop = stocked_shop(store_url, clock, stock=(("A1", "w1", 10), ("C1", "w2", 10), ("E1", "w2", 10)))
     yield shop
     shop.close()
 

@@ -16,16 +16,11 @@ from ecomcore_projections.reconciliation import (
     share_refund,
 )
 from ecomcore_projections.runner import Projector, ReadModels, rebuild
-from shop_fixtures import START, campaign, open_shop, stock_catalogue
+from shop_fixtures import START, place_worked_example, stocked_shop
 from sqlalchemy import delete, select, update
 
 from ecomcore import (
-    PLATFORM,
-    CouponTerms,
     ManualClock,
-    Promotion,
-    PromotionTerms,
-    PromotionTier,
     RefundKind,
     Settings,
     Shop,
@@ -45,10 +40,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def shop(store_url, clock):
-    shop = open_shop(store_url, clock)
-    stock_catalogue(shop)
-    for sku_id, warehouse_id, quantity in [("A1", "w1", 10), ("B1", "w1", 5), ("C1", "w2", 10), ("E1", "w2", 10)]:
-        shop.receive_stock(sku_id=sku_id, warehouse_id=warehouse_id, quantity=quantity, reference="po-1")
+    shop = stocked_shop(store_url, clock)
     yield shop
     shop.close()
 
@@ -85,34 +77,7 @@ def money_history(shop, clock) -> History:
     E1 5400 (m2); platform shares 487/367/244 and 600; merchant-funded (promotion + merchant
     coupon) 1109/835/556; freight 1400 and 1200; payable 17882.
     """
-    shop.add_promotion(
-        Promotion(
-            promotion_id="double11",
-            terms=PromotionTerms(merchant_id="m1", tiers=(PromotionTier(threshold=10000, amount_off=1000),)),
-            starts_at=START - DAY,
-            ends_at=START + 30 * DAY,
-        )
-    )
-    merchant_coupon = shop.issue_coupon(
-        campaign_id=campaign(shop, CouponTerms(kind="threshold", threshold=10000, amount_off=1500, funding="m1")),
-        customer_id="alice",
-    )
-    platform_coupon = shop.issue_coupon(
-        campaign_id=campaign(shop, CouponTerms(kind="percentage", percent_off_bp=1000, cap=2000, funding=PLATFORM)),
-        customer_id="alice",
-    )
-    alice = shop.checkout(
-        customer_id="alice",
-        items=[
-            {"sku_id": "A1", "quantity": 2},
-            {"sku_id": "B1", "quantity": 1},
-            {"sku_id": "C1", "quantity": 3},
-            {"sku_id": "E1", "quantity": 2},
-        ],
-        merchant_coupon_ids=[merchant_coupon],
-        platform_coupon_id=platform_coupon,
-        shipping_address="1 Tea Road",
-    )
+    alice, _, _ = place_worked_example(shop)
     assert alice.payable == 17882
     shop.pay(checkout_id=alice.checkout_id, payment_id="pay-a", amount=17882, provider_txn="txn-a")
     m1, m2 = alice.order_ids

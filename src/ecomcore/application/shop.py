@@ -847,7 +847,7 @@ class Shop:
 
         def work(uow: UnitOfWork, now: datetime) -> UUID:
             order = uow.get(Order, c.order_id, "order")
-            case = self._return_case(order, c.return_id)
+            case = order.return_case(c.return_id)
             if case.shipment_id is not None:
                 sent = uow.get(Shipment, case.shipment_id)
                 if (sent.carrier, sent.tracking_number) == (c.carrier, c.tracking_number):
@@ -887,7 +887,7 @@ class Shop:
 
         def work(uow: UnitOfWork, now: datetime) -> None:
             order = uow.get(Order, c.order_id, "order")
-            case = self._return_case(order, c.return_id)
+            case = order.return_case(c.return_id)
             order.return_received(case.return_id, c.sellable, c.damaged, now)
             assert case.shipment_id is not None
             shipment = uow.get(Shipment, case.shipment_id)
@@ -908,7 +908,7 @@ class Shop:
 
         def work(uow: UnitOfWork, now: datetime) -> cmd.RefundReceipt:
             order = uow.get(Order, c.order_id, "order")
-            case = self._return_case(order, c.return_id)
+            case = order.return_case(c.return_id)
             earlier = order.earlier_refund(c.refund_id, RefundKind.RETURN, case.lines, case.return_id)
             if earlier is not None:
                 return _refund_receipt(order, earlier)
@@ -926,20 +926,13 @@ class Shop:
         return self.order(order_id).refund_history
 
     def return_case(self, order_id: UUID, return_id: UUID) -> ReturnCase:
-        return self._return_case(self.order(order_id), return_id)
+        return self.order(order_id).return_case(return_id)
 
     def _customer_order(self, uow: UnitOfWork, order_id: UUID, customer_id: str) -> Order:
         order = uow.get(Order, order_id, "order")
         if order.customer_id != customer_id:
             raise NotFound(f"customer {customer_id} has no order {order_id}")
         return order
-
-    @staticmethod
-    def _return_case(order: Order, return_id: UUID) -> ReturnCase:
-        case = order.returns.get(return_id)
-        if case is None:
-            raise NotFound(f"order {order.id} has no return {return_id}")
-        return case
 
     def _return_warehouse(self, uow: UnitOfWork, order: Order, case: ReturnCase) -> str:
         for shipment_id, units in order.parcels.items():

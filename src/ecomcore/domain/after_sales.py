@@ -89,15 +89,6 @@ class RefundPlan(_Value):
     def amount(self) -> int:
         return sum(amount for _, amount in self.lines.values()) + self.freight
 
-    def settles_same_units_as(self, record: RefundRecord) -> bool:
-        """Whether ``record`` is this very refund (same kind, units and return)."""
-        units = {no: n for no, (n, _) in self.lines.items()}
-        return (
-            record.kind is self.kind
-            and {no: n for no, (n, _) in record.lines.items()} == units
-            and record.return_id == self.return_id
-        )
-
 
 class LineRefundable(_Value):
     """One line's money and units, from the order's history."""

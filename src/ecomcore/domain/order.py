@@ -397,9 +397,7 @@ class Order(Aggregate):
                     on_the_way=self._units_in(line.line_no, ShipmentProgress.DISPATCHED),
                     lost=sum(units for _, units in self._lost_open(line.line_no)),
                     delivered=self._delivered_open(line.line_no),
-                    returning=sum(
-                        case.lines.get(line.line_no, 0) for case in self.returns.values() if case.is_open
-                    ),
+                    returning=self._returning(line.line_no),
                 )
                 for line in self.lines
             ),
@@ -499,7 +497,7 @@ class Order(Aggregate):
         kept: LineUnits = {}
         shortfalls = []
         for line_no in sorted(units):
-            self._refund_line(line_no)
+            self._line_or(RefundRefused, line_no)
             wanted = units[line_no]
             planned_last_first = reversed(only_chosen(self._parcels_in(line_no, ShipmentProgress.PLANNED)))
             for sid, n in self._take(planned_last_first, wanted):
@@ -523,7 +521,7 @@ class Order(Aggregate):
 
     def plan_return_refund(self, return_id: UUID) -> RefundPlan:
         """The refund of a received return: its units, priced from this order's history."""
-        case = self._return(return_id)
+        case = self.return_case(return_id)
         if case.status is not ReturnStatus.RECEIVED:
             raise RefundRefused(
                 f"return {return_id} is {case.status.value}; it is refunded once the warehouse has received it"
@@ -567,7 +565,7 @@ class Order(Aggregate):
             )
         shortfalls = []
         for line_no in sorted(units):
-            line = self._return_line(line_no)
+            line = self._line_or(ReturnRefused, line_no)
             returnable = self._delivered_open(line_no)
             if units[line_no] > returnable:
                 shortfalls.append(
@@ -626,26 +624,20 @@ class Order(Aggregate):
         if self.state is OrderState.CLOSED:
             raise RefundRefused(f"order {self.id} is closed: every line has been refunded")
 
-    def _refund_line(self, line_no: int) -> OrderLine:
+    def _line_or(self, refusal: type[RefundRefused | ReturnRefused], line_no: int) -> OrderLine:
         try:
             return self.line(line_no)
         except IllegalTransition:
-            raise RefundRefused(f"order {self.id} has no line {line_no}") from None
+            raise refusal(f"order {self.id} has no line {line_no}") from None
 
-    def _return_line(self, line_no: int) -> OrderLine:
-        try:
-            return self.line(line_no)
-        except IllegalTransition:
-            raise ReturnRefused(f"order {self.id} has no line {line_no}") from None
-
-    def _return(self, return_id: UUID) -> ReturnCase:
+    def return_case(self, return_id: UUID) -> ReturnCase:
         case = self.returns.get(return_id)
         if case is None:
             raise NotFound(f"order {self.id} has no return {return_id}")
         return case
 
     def _require_return(self, return_id: UUID, status: ReturnStatus, action: str) -> ReturnCase:
-        case = self._return(return_id)
+        case = self.return_case(return_id)
         if case.status is not status:
             raise IllegalTransition(
                 f"return {return_id} is {case.status.value}; only a {status.value} return can {action}"
@@ -678,6 +670,10 @@ class Order(Aggregate):
         )
         return self._units_in(line_no, ShipmentProgress.DELIVERED) - self.kept_refunded.get(line_no, 0) - claimed
 
+    def _returning(self, line_no: int) -> int:
+        """Units of the line in returns still open (requested up to received)."""
+        return sum(case.lines.get(line_no, 0) for case in self.returns.values() if case.is_open)
+
     def _refundable_now(self, line_no: int) -> int:
         planned = self._units_in(line_no, ShipmentProgress.PLANNED)
         return planned + sum(n for _, n in self._lost_open(line_no)) + self._delivered_open(line_no)
@@ -702,7 +698,7 @@ class Order(Aggregate):
             f"{self._refundable_now(line_no)} can be refunded now ({left} of {line.quantity} not refunded yet"
         )
         on_the_way = self._units_in(line_no, ShipmentProgress.DISPATCHED)
-        returning = sum(c.lines.get(line_no, 0) for c in self.returns.values() if c.is_open)
+        returning = self._returning(line_no)
         if on_the_way:
             message += f"; {on_the_way} on the way, refundable once delivered or reported lost"
         if returning:
