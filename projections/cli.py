@@ -2,6 +2,7 @@
 
     ecomcore project [--store URL] [--read-models URL] [--only NAME] (--until-caught-up | --follow)
     ecomcore rebuild [NAME | --all] [--check] [--store URL] [--read-models URL]
+    ecomcore status  [--store URL] [--read-models URL] [--json] [--max-lag EVENTS]
 
 The core (``ecomcore.cli``) never imports the projections; this module adds them.
 """
@@ -9,18 +10,24 @@ The core (``ecomcore.cli``) never imports the projections; this module adds them
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from types import FrameType
 
-from ecomcore_projections.base import ProjectionError
 from ecomcore_projections.order_status import OrderStatusQueries
+from ecomcore_projections.progress import ProgressReporter
+from ecomcore_projections.rebuild import rebuild
 from ecomcore_projections.reconciliation import ReconciliationQueries
-from ecomcore_projections.runner import REGISTRY, Projector, ReadModels, UnknownProjection, rebuild
+from ecomcore_projections.runner import REGISTRY, Projector, ReadModels
 from ecomcore_projections.stock import StockQueries
 
 from ecomcore import cli as core_cli
@@ -30,12 +37,14 @@ from ecomcore.infrastructure.settings import Settings
 from ecomcore.infrastructure.store import EventStore
 from ecomcore.simulation import simulate_trading_day
 
+log = logging.getLogger("ecomcore.projections")
+
 EXIT_DIFFERENCES = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = core_cli.build_parser()
-    read_models_help = "read-model database URL (default: the store's own database)"
+    read_models_help = "read-model database URL (default: $ECOMCORE_READ_MODELS_URL, else the store's own database)"
 
     demo = commands.choices["demo"]
     demo.add_argument("--read-models", metavar="URL", help=read_models_help)
@@ -44,14 +53,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.set_defaults(command=run_demo)
 
     project = commands.add_parser("project", help="run projector workers: catch up, or follow the event log")
-    project.add_argument("--store", metavar="URL", help=core_cli.STORE_HELP)
-    project.add_argument("--read-models", metavar="URL", help=read_models_help)
+    _store_options(project, read_models_help)
     project.add_argument("--only", metavar="NAME", choices=sorted(REGISTRY), help="one projection")
     mode = project.add_mutually_exclusive_group(required=True)
     mode.add_argument("--until-caught-up", action="store_true", help="apply everything up to the head, then stop")
     mode.add_argument("--follow", action="store_true", help="keep following until interrupted (SIGINT/SIGTERM)")
-    project.add_argument("--poll", metavar="SECONDS", type=float, default=0.5, help="poll interval when idle")
-    project.add_argument("--batch-size", metavar="N", type=core_cli._positive_int, default=1000)
+    project.add_argument("--poll", metavar="SECONDS", type=_seconds, default=_env_number("POLL", 0.5),
+                         help="poll interval when idle (default: $ECOMCORE_POLL, else 0.5)")
+    project.add_argument("--batch-size", metavar="N", type=core_cli._positive_int,
+                         default=int(_env_number("BATCH_SIZE", 1000)),
+                         help="events per batch and transaction (default: $ECOMCORE_BATCH_SIZE, else 1000)")
+    project.add_argument("--log-interval", metavar="SECONDS", type=_seconds, default=_env_number("LOG_INTERVAL", 10.0),
+                         help="log progress at most this often (default: $ECOMCORE_LOG_INTERVAL, else 10)")
+    project.add_argument("--give-up-after", metavar="SECONDS", type=_seconds,
+                         default=_env_number("GIVE_UP_AFTER", 60.0),
+                         help="with --until-caught-up: give up after this long unable to reach a database "
+                              "(default: $ECOMCORE_GIVE_UP_AFTER, else 60); --follow never gives up")
     project.set_defaults(command=run_project)
 
     rebuild_ = commands.add_parser("rebuild", help="rebuild read models from zero (shadow tables, swapped in)")
@@ -59,11 +76,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuild_.add_argument("--all", action="store_true", help="every projection")
     rebuild_.add_argument("--check", action="store_true",
                           help="compare a rebuild with the live tables, print differences, exit 1 if any")
-    rebuild_.add_argument("--store", metavar="URL", help=core_cli.STORE_HELP)
-    rebuild_.add_argument("--read-models", metavar="URL", help=read_models_help)
-    rebuild_.add_argument("--batch-size", metavar="N", type=core_cli._positive_int, default=1000)
+    _store_options(rebuild_, read_models_help)
+    rebuild_.add_argument("--batch-size", metavar="N", type=core_cli._positive_int,
+                          default=int(_env_number("BATCH_SIZE", 1000)))
     rebuild_.set_defaults(command=run_rebuild)
+
+    status = commands.add_parser("status", help="each projection's position, lag and schema version")
+    _store_options(status, read_models_help)
+    status.add_argument("--json", action="store_true", help="print JSON for machines")
+    status.add_argument("--max-lag", metavar="EVENTS", type=_non_negative_int, default=None,
+                        help="exit 1 if any projection is more than EVENTS behind (or its schema is out of date)")
+    status.set_defaults(command=run_status)
+    for command in commands.choices.values():
+        if not any(action.dest == "log_level" for action in command._actions):
+            core_cli.add_log_level(command)
     return core_cli.main(argv, parser)
+
+
+def _store_options(parser: argparse.ArgumentParser, read_models_help: str) -> None:
+    parser.add_argument("--store", metavar="URL", help=core_cli.STORE_HELP)
+    parser.add_argument("--read-models", metavar="URL", help=read_models_help)
+
+
+def _env_number(name: str, default: float) -> float:
+    """A numeric default from ``$ECOMCORE_<name>``, validated like the option itself."""
+    raw = os.environ.get(f"ECOMCORE_{name}")
+    if raw is None:
+        return default
+    try:
+        return _seconds(raw)
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(f"ecomcore: error: ECOMCORE_{name}: {error}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -78,10 +141,11 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.no_projections:
             print(core_cli.render_summary(summary, orders=args.orders, seed=args.seed))
             return core_cli.EXIT_OK
-        read_models = ReadModels(args.read_models or shop.settings.store_url)
+        read_models = ReadModels(_read_models_url(args, shop.settings.store_url))
         try:
-            applied = Projector(shop.store, read_models).catch_up(progress=_progress)
-            print(f"\nprojected {applied} events into the read models", file=sys.stderr)
+            with ProgressReporter() as progress:
+                applied = Projector(shop.store, read_models).catch_up(progress=progress)
+            log.info("projected %d events into the read models", applied)
             sections = read_model_sections(read_models, clock.now(), shop.settings.currency)
         finally:
             read_models.dispose()
@@ -131,39 +195,74 @@ def read_model_sections(read_models: ReadModels, now: datetime, currency: str) -
     return lines
 
 
-def _open(args: argparse.Namespace) -> tuple[EventStore, ReadModels]:
+def _read_models_url(args: argparse.Namespace, store_url: str) -> str:
+    return args.read_models or os.environ.get("ECOMCORE_READ_MODELS_URL") or store_url
+
+
+def _open(args: argparse.Namespace, *, create_tables: bool = True) -> tuple[EventStore, ReadModels]:
     settings = Settings()
     if args.store:
         settings = settings.model_copy(update={"store_url": args.store})
     store = EventStore(settings)
-    return store, ReadModels(args.read_models or settings.store_url)
+    try:
+        return store, ReadModels(_read_models_url(args, settings.store_url), create_tables=create_tables)
+    except BaseException:
+        store.close()
+        raise
 
 
 def run_project(args: argparse.Namespace) -> int:
     store, read_models = _open(args)
+    stop = threading.Event()
+    _stop_on_signals(stop)
     try:
         projector = Projector(store, read_models, names=[args.only] if args.only else None,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, log_interval=args.log_interval)
+        started = time.monotonic()
         if args.until_caught_up:
-            started = time.monotonic()
-            applied = projector.catch_up(progress=_progress)
-            sys.stderr.write("\n")
-            print(f"applied {applied} events in {time.monotonic() - started:.1f} s")
+            applied = projector.run(stop, give_up_after=args.give_up_after)
         else:
-            stop = threading.Event()
-            _stop_on_signals(stop)
-            print(f"following {store.recorder.__class__.__name__} for {', '.join(projector.projections)}",
-                  file=sys.stderr)
-            projector.follow(stop, poll_interval=args.poll)
+            applied = projector.run(stop, follow=True, poll_interval=args.poll)
+        elapsed = time.monotonic() - started
+        print(f"applied {applied} events in {elapsed:.1f} s")
         for lag in projector.lag():
             print(f"  {lag.name:<16} position {lag.position:>9}  behind {lag.events_behind:>7} events"
                   f"  {lag.seconds_behind:>8.1f} s")
         return core_cli.EXIT_OK
-    except ProjectionError as error:
-        return core_cli._fail("projection_failed", str(error))
     finally:
         read_models.dispose()
         store.close()
+
+
+def run_status(args: argparse.Namespace) -> int:
+    store, read_models = _open(args, create_tables=False)
+    try:
+        statuses = Projector(store, read_models).status()
+    finally:
+        read_models.dispose()
+        store.close()
+    unhealthy = args.max_lag is not None and any(
+        s.events_behind > args.max_lag or not s.schema_ok for s in statuses
+    )
+    if args.json:
+        print(json.dumps(
+            {
+                "projections": [
+                    {**asdict(s), "schema_ok": s.schema_ok} for s in statuses
+                ],
+                "max_lag": args.max_lag,
+                "healthy": not unhealthy,
+            },
+            indent=2,
+        ))
+    else:
+        print(f"{'projection':<16}{'position':>10}{'head':>10}{'behind':>9}{'seconds':>10}  schema")
+        for s in statuses:
+            schema = f"v{s.schema_version}" if s.schema_version is not None else "not started"
+            if not s.schema_ok:
+                schema += f" (needs v{s.expected_schema_version}: run `ecomcore rebuild {s.name}`)"
+            print(f"{s.name:<16}{s.position:>10}{s.head:>10}{s.events_behind:>9}{s.seconds_behind:>10.1f}  {schema}")
+    return EXIT_DIFFERENCES if unhealthy else core_cli.EXIT_OK
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
@@ -172,37 +271,34 @@ def run_rebuild(args: argparse.Namespace) -> int:
     store, read_models = _open(args)
     try:
         names = list(read_models.classes) if args.all else [args.name]
+        read_models.projection_class(names[0])
         failed = False
-        for name in names:
-            report = rebuild(store, read_models, name, check=args.check, batch_size=args.batch_size,
-                             progress=_progress)
-            sys.stderr.write("\n")
+        with ProgressReporter() as progress:
+            reports = []
+            for name in names:
+                reports.append(rebuild(store, read_models, name, check=args.check, batch_size=args.batch_size,
+                                       progress=progress))
+        for report in reports:
             if not args.check:
-                print(f"rebuilt {name}: {report.events} events, position {report.position}")
+                print(f"rebuilt {report.name}: {report.events} events, position {report.position}")
             elif report.differences:
                 failed = True
-                print(f"{name}: {len(report.differences)} difference(s) at position {report.position}")
+                print(f"{report.name}: {len(report.differences)} difference(s) at position {report.position}")
                 for difference in report.differences[:50]:
                     print(f"  {difference}")
             else:
-                print(f"{name}: live tables equal a rebuild from zero (position {report.position})")
+                print(f"{report.name}: live tables equal a rebuild from zero (position {report.position})")
         return EXIT_DIFFERENCES if failed else core_cli.EXIT_OK
-    except UnknownProjection as error:
-        return core_cli._fail("unknown_projection", str(error))
-    except ProjectionError as error:
-        return core_cli._fail("projection_failed", str(error))
     finally:
         read_models.dispose()
         store.close()
 
 
-def _progress(name: str, position: int, head: int) -> None:
-    sys.stderr.write(f"\r  {name}: {position}/{head}")
-    sys.stderr.flush()
-
-
 def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT stop the worker between batches; it then exits 0."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: stopping after this batch", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)

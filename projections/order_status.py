@@ -15,13 +15,20 @@ the same on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from ecomcore_projections.base import Projection, UtcDateTime
+from ecomcore_projections.base import (
+    Projection,
+    ProjectionInconsistency,
+    Queries,
+    UtcDateTime,
+    handles,
+    require_aware,
+)
+from ecomcore_projections.rows import Batch, Row
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
     BigInteger,
@@ -35,11 +42,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    delete,
     func,
-    insert,
     select,
-    update,
 )
 
 from ecomcore.domain.after_sales import RefundKind
@@ -49,11 +53,12 @@ from ecomcore.domain.order import Order, OrderState, RefundStatus
 from ecomcore.domain.shipment import Shipment, ShipmentState
 from ecomcore.infrastructure.store import EventStore
 
+A = TypeVar("A", bound=Aggregate)
+
 __all__ = [
     "OrderDetail",
     "OrderLineView",
-    "OrderStatusInconsistency",
-    "OrderStatusProjection",
+        "OrderStatusProjection",
     "OrderStatusQueries",
     "OrderSummary",
     "ParcelItemView",
@@ -61,10 +66,6 @@ __all__ = [
     "TimelineEntry",
     "TrackingView",
 ]
-
-
-class OrderStatusInconsistency(RuntimeError):
-    """An event that does not fit what the read model holds (a gap, a repeat, a stranger)."""
 
 
 def _id(column: str, **kw: Any) -> Column[Any]:
@@ -75,48 +76,56 @@ def _money(column: str) -> Column[Any]:
     return Column(column, BigInteger, nullable=False)
 
 
-#: How many aggregates the fold cache keeps (least recently used go first).
-CACHE_SIZE = 10_000
+#: The Order and Shipment events the read model shows (Checkout events are not needed:
+#: every order records its own checkout, deadline, payment, late payment and cancellation).
+ORDER_EVENTS: tuple[type[DomainEvent], ...] = (
+    Order.Placed,
+    Order.Paid,
+    Order.LatePaymentReceived,
+    Order.RefundIssued,
+    Order.Cancelled,
+    Order.ShipmentsPlanned,
+    Order.ShipmentDispatched,
+    Order.ShipmentDelivered,
+    Order.ShipmentFailed,
+    Order.ReturnRequested,
+    Order.ReturnApproved,
+    Order.ReturnRejected,
+    Order.ReturnShipped,
+    Order.ReturnReceived,
+    Order.Completed,
+)
+SHIPMENT_EVENTS: tuple[type[DomainEvent], ...] = (
+    Shipment.Planned,
+    Shipment.Dispatched,
+    Shipment.TrackingUpdated,
+    Shipment.Delivered,
+    Shipment.Failed,
+    Shipment.Cancelled,
+    Shipment.Shrunk,
+    Shipment.ReturnSent,
+    Shipment.Received,
+)
+#: Shipment events that create the parcel, and those that change its items.
+_SHIPMENT_CREATED = (Shipment.Planned, Shipment.ReturnSent)
+_ITEMS_CHANGED = (Shipment.Planned, Shipment.ReturnSent, Shipment.Shrunk, Shipment.Received)
 
 
 class OrderStatusProjection(Projection):
-    """Orders, lines, parcels, tracking and timeline, folded from Order and Shipment events.
-
-    Checkout events are not needed: every order records its own checkout, deadline,
-    payment, late payment and cancellation.
-    """
+    """Orders, lines, parcels, tracking and timeline, folded from Order and Shipment events."""
 
     name: ClassVar[str] = "order_status"
-    handles: ClassVar[tuple[type[DomainEvent], ...]] = (
-        Order.Placed,
-        Order.Paid,
-        Order.LatePaymentReceived,
-        Order.RefundIssued,
-        Order.Cancelled,
-        Order.ShipmentsPlanned,
-        Order.ShipmentDispatched,
-        Order.ShipmentDelivered,
-        Order.ShipmentFailed,
-        Order.ReturnRequested,
-        Order.ReturnApproved,
-        Order.ReturnRejected,
-        Order.ReturnShipped,
-        Order.ReturnReceived,
-        Order.Completed,
-        Shipment.Planned,
-        Shipment.Dispatched,
-        Shipment.TrackingUpdated,
-        Shipment.Delivered,
-        Shipment.Failed,
-        Shipment.Cancelled,
-        Shipment.Shrunk,
-        Shipment.ReturnSent,
-        Shipment.Received,
-    )
+    schema_version: ClassVar[int] = 2  # 2: 64-bit quantities and versions
+    #: How many folded aggregates are kept between events (least recently used go first);
+    #: a miss loads the aggregate from the store as it was just before the event.
+    cache_size: ClassVar[int] = 2_000
 
-    def __init__(self, tables: dict[str, Table], store: EventStore) -> None:
+    def __init__(self, tables: Mapping[str, Table], store: EventStore) -> None:
         super().__init__(tables, store)
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
+        #: Per batch: the last timeline seq and the last parcel seq of each order.
+        self._timeline_seq: dict[str, int] = {}
+        self._parcel_seq: dict[str, int] = {}
 
     # ------------------------------------------------------------------ tables
 
@@ -162,7 +171,7 @@ class OrderStatusProjection(Projection):
             Column("completed_at", UtcDateTime),
             Column("closed_at", UtcDateTime),
             Column("updated_at", UtcDateTime, nullable=False),
-            Column("version", Integer, nullable=False),
+            Column("version", BigInteger, nullable=False),
             Column("position", BigInteger, nullable=False),
             Index(f"ix_{orders_name}_customer", "customer_id", "placed_at"),
             Index(f"ix_{orders_name}_state", "state", "payment_deadline"),
@@ -175,13 +184,13 @@ class OrderStatusProjection(Projection):
             Column("sku_id", String(64), nullable=False),
             Column("title", String(200), nullable=False),
             _money("unit_price"),
-            Column("quantity", Integer, nullable=False),
+            Column("quantity", BigInteger, nullable=False),
             _money("gross"),
             _money("promotion_discount"),
             _money("merchant_coupon_discount"),
             _money("platform_coupon_discount"),
             _money("net"),
-            Column("refunded_units", Integer, nullable=False),
+            Column("refunded_units", BigInteger, nullable=False),
             _money("refunded_amount"),
         )
         shipments = Table(
@@ -204,7 +213,7 @@ class OrderStatusProjection(Projection):
             Column("created_at", UtcDateTime, nullable=False),
             Column("dispatched_at", UtcDateTime),
             Column("updated_at", UtcDateTime, nullable=False),
-            Column("version", Integer, nullable=False),
+            Column("version", BigInteger, nullable=False),
             Column("position", BigInteger, nullable=False),
             Index(f"ix_{shipments_name}_order", "order_id", "seq", unique=True),
         )
@@ -214,11 +223,11 @@ class OrderStatusProjection(Projection):
             _id("shipment_id", primary_key=True),
             Column("line_no", Integer, primary_key=True),
             Column("sku_id", String(64), nullable=False),
-            Column("quantity", Integer, nullable=False),
+            Column("quantity", BigInteger, nullable=False),
             Column("weight_g", BigInteger, nullable=False),
             # Return parcels, once received: how many units were sellable / damaged.
-            Column("sellable", Integer),
-            Column("damaged", Integer),
+            Column("sellable", BigInteger),
+            Column("damaged", BigInteger),
         )
         tracking = Table(
             table_name("order_status_tracking"),
@@ -252,174 +261,173 @@ class OrderStatusProjection(Projection):
 
     # ------------------------------------------------------------------ applying events
 
-    def apply(self, conn: Connection, event: DomainEvent, position: int) -> None:
-        if isinstance(event, _ORDER_EVENTS):
-            self._apply_order(conn, event, position)
-        elif isinstance(event, _SHIPMENT_EVENTS):
-            self._apply_shipment(conn, event, position)
-        else:
-            raise OrderStatusInconsistency(f"order_status does not handle {type(event).__qualname__}")
+    def prepare(self, batch: Batch, events: Sequence[tuple[int, DomainEvent]]) -> None:
+        shipment_events = [e for _, e in events if isinstance(e, SHIPMENT_EVENTS)]
+        batch.load("shipments", ((str(e.originator_id),) for e in shipment_events))
+        shipments = batch.rows("shipments")
+        order_ids = [str(e.originator_id) for _, e in events if isinstance(e, ORDER_EVENTS)]
+        for e in shipment_events:
+            if isinstance(e, _SHIPMENT_CREATED):
+                order_ids.append(str(e.order_id))
+            else:
+                row = shipments.get((str(e.originator_id),))
+                if row is not None:
+                    order_ids.append(row["order_id"])
+        order_ids = list(dict.fromkeys(order_ids))
+        batch.load("orders", ((order_id,) for order_id in order_ids))
+        batch.load_all(
+            "lines", (str(e.originator_id) for _, e in events if isinstance(e, (Order.Placed, Order.RefundIssued)))
+        )
+        batch.load_all("shipment_items", (str(e.originator_id) for e in shipment_events if isinstance(e, _ITEMS_CHANGED)))
+        batch.load_all(
+            "tracking", (str(e.originator_id) for e in shipment_events if isinstance(e, Shipment.TrackingUpdated))
+        )
+        self._timeline_seq = batch.max_by("timeline", "seq", "order_id", order_ids)
+        self._parcel_seq = batch.max_by(
+            "shipments", "seq", "order_id", (str(e.order_id) for e in shipment_events if isinstance(e, _SHIPMENT_CREATED))
+        )
 
     def forget(self) -> None:
         self._cache.clear()
 
-    def _fold(self, event: DomainEvent, cls: type[Aggregate]) -> Aggregate:
+    def _fold(self, event: DomainEvent, cls: type[A]) -> A:
         """The aggregate just after ``event``, folded by the domain's own handlers."""
         aggregate_id, version = event.originator_id, event.originator_version
         before = self._cache.pop(aggregate_id, None)
         if before is None or before.version != version - 1:
             before = None if version == 1 else self.store.load(aggregate_id, version=version - 1)
             if before is not None and (not isinstance(before, cls) or before.version != version - 1):
-                raise OrderStatusInconsistency(
+                raise ProjectionInconsistency(
                     f"the store gave {type(before).__name__} {aggregate_id} v{before.version} "
                     f"for {cls.__name__} v{version - 1}"
                 )
         after = project(before, [event])
         if not isinstance(after, cls) or after.version != version:
-            raise OrderStatusInconsistency(f"{type(event).__qualname__} does not fold into {cls.__name__}")
+            raise ProjectionInconsistency(f"{type(event).__qualname__} does not fold into {cls.__name__}")
+        self._cache[aggregate_id] = after
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
         return after
 
-    def _remember(self, aggregate: Aggregate) -> None:
-        """Cache the folded aggregate, only once its rows are written."""
-        self._cache[aggregate.id] = aggregate
-        self._cache.move_to_end(aggregate.id)
-        while len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
-
     @staticmethod
-    def _row_before(conn: Connection, table: Table, key: Column[Any], event: DomainEvent) -> Any:
+    def _row_before(batch: Batch, table: str, event: DomainEvent) -> Row | None:
         """The row the event changes, checked to be at the version just before it."""
-        row = conn.execute(select(table).where(key == str(event.originator_id))).one_or_none()
+        row = batch.rows(table).get((str(event.originator_id),))
         expected = event.originator_version - 1
-        found = 0 if row is None else row.version
+        found = 0 if row is None else row["version"]
         if found != expected:
-            raise OrderStatusInconsistency(
+            raise ProjectionInconsistency(
                 f"{type(event).__qualname__} v{event.originator_version} of {event.originator_id}: "
-                f"the {table.name} row is at version {found}, not {expected}"
+                f"the {table} row is at version {found}, not {expected}"
             )
         return row
 
-    def _apply_order(self, conn: Connection, event: DomainEvent, position: int) -> None:
-        orders, lines = self.tables["orders"], self.tables["lines"]
-        before = self._row_before(conn, orders, orders.c.order_id, event)
+    @handles(*ORDER_EVENTS)
+    def _order_event(self, batch: Batch, event: DomainEvent, position: int) -> None:
+        before = self._row_before(batch, "orders", event)
         order = self._fold(event, Order)
-        assert isinstance(order, Order)
         values = _order_values(order, event, before, position)
+        lines = batch.rows("lines")
         if before is None:
-            conn.execute(insert(orders).values(values))
-            conn.execute(insert(lines), [_line_values(order, line) for line in order.lines])
+            batch.rows("orders").insert(values)
+            for line in order.lines:
+                lines.insert(_line_values(order, line))
         else:
-            conn.execute(update(orders).where(orders.c.order_id == values["order_id"]).values(values))
+            before.update(values)
         if isinstance(event, Order.RefundIssued):
             for line_no in sorted(event.lines):
-                conn.execute(
-                    update(lines)
-                    .where(lines.c.order_id == str(order.id), lines.c.line_no == line_no)
-                    .values(
-                        refunded_units=order.refunded_units.get(line_no, 0),
-                        refunded_amount=order.refunded_amounts.get(line_no, 0),
-                    )
+                lines.update(
+                    (values["order_id"], line_no),
+                    refunded_units=order.refunded_units.get(line_no, 0),
+                    refunded_amount=order.refunded_amounts.get(line_no, 0),
                 )
-        self._add_to_timeline(conn, order.id, event, position, _describe_order_event(order, event))
-        self._remember(order)
+        self._add_to_timeline(batch, values["order_id"], event, position, _describe_order_event(order, event))
 
-    def _apply_shipment(self, conn: Connection, event: DomainEvent, position: int) -> None:
-        shipments = self.tables["shipments"]
-        before = self._row_before(conn, shipments, shipments.c.shipment_id, event)
+    @handles(*SHIPMENT_EVENTS)
+    def _shipment_event(self, batch: Batch, event: DomainEvent, position: int) -> None:
+        before = self._row_before(batch, "shipments", event)
         shipment = self._fold(event, Shipment)
-        assert isinstance(shipment, Shipment) and shipment.order_id is not None
+        if shipment.order_id is None:
+            raise ProjectionInconsistency(f"shipment {shipment.id} belongs to no order")
         values = _shipment_values(shipment, event, before, position)
+        order_id = values["order_id"]
         if before is None:
-            last = conn.execute(
-                select(func.max(shipments.c.seq)).where(shipments.c.order_id == values["order_id"])
-            ).scalar()
-            conn.execute(insert(shipments).values({**values, "seq": (last or 0) + 1}))
+            seq = self._parcel_seq.get(order_id, 0) + 1
+            self._parcel_seq[order_id] = seq
+            batch.rows("shipments").insert({**values, "seq": seq})
         else:
-            conn.execute(update(shipments).where(shipments.c.shipment_id == values["shipment_id"]).values(values))
-        if isinstance(event, (Shipment.Planned, Shipment.ReturnSent, Shipment.Shrunk, Shipment.Received)):
-            self._write_items(conn, shipment)
+            before.update(values)
+        if isinstance(event, _ITEMS_CHANGED):
+            batch.rows("shipment_items").replace_children(values["shipment_id"], _item_rows(shipment))
         if isinstance(event, Shipment.TrackingUpdated):
-            self._write_tracking(conn, shipment)
+            batch.rows("tracking").replace_children(values["shipment_id"], _tracking_rows(shipment))
         description = _describe_shipment_event(shipment, event)
-        self._add_to_timeline(conn, shipment.order_id, event, position, description, shipment_id=shipment.id)
-        self._remember(shipment)
-
-    def _write_items(self, conn: Connection, shipment: Shipment) -> None:
-        items = self.tables["shipment_items"]
-        conn.execute(delete(items).where(items.c.shipment_id == str(shipment.id)))
-        received = shipment.state is ShipmentState.RECEIVED
-        conn.execute(
-            insert(items),
-            [
-                {
-                    "shipment_id": str(shipment.id),
-                    "line_no": item.line_no,
-                    "sku_id": item.sku_id,
-                    "quantity": item.quantity,
-                    "weight_g": item.weight_g,
-                    "sellable": shipment.sellable.get(item.line_no, 0) if received else None,
-                    "damaged": shipment.damaged.get(item.line_no, 0) if received else None,
-                }
-                for item in shipment.items
-            ],
-        )
-
-    def _write_tracking(self, conn: Connection, shipment: Shipment) -> None:
-        """The whole tracking list again, ranked as the aggregate sorts it (by occurred_at,
-        ties in the order reported): a late report of an earlier scan moves the rest down."""
-        tracking = self.tables["tracking"]
-        conn.execute(delete(tracking).where(tracking.c.shipment_id == str(shipment.id)))
-        conn.execute(
-            insert(tracking),
-            [
-                {
-                    "shipment_id": str(shipment.id),
-                    "seq": seq,
-                    "occurred_at": update_.occurred_at,
-                    "status": update_.status,
-                    "location": update_.location,
-                }
-                for seq, update_ in enumerate(shipment.tracking, start=1)
-            ],
-        )
+        self._add_to_timeline(batch, order_id, event, position, description, shipment_id=values["shipment_id"])
 
     def _add_to_timeline(
         self,
-        conn: Connection,
-        order_id: UUID,
+        batch: Batch,
+        order_id: str,
         event: DomainEvent,
         position: int,
         description: str | None,
-        shipment_id: UUID | None = None,
+        shipment_id: str | None = None,
     ) -> None:
         if description is None:
             return
-        timeline = self.tables["timeline"]
-        last = conn.execute(select(func.max(timeline.c.seq)).where(timeline.c.order_id == str(order_id))).scalar()
-        conn.execute(
-            insert(timeline).values(
-                order_id=str(order_id),
-                seq=(last or 0) + 1,
-                at=event.timestamp,
-                event_type=type(event).__qualname__,
-                description=description,
-                shipment_id=None if shipment_id is None else str(shipment_id),
-                position=position,
-            )
+        seq = self._timeline_seq.get(order_id, 0) + 1
+        self._timeline_seq[order_id] = seq
+        batch.rows("timeline").append(
+            {
+                "order_id": order_id,
+                "seq": seq,
+                "at": event.timestamp,
+                "event_type": type(event).__qualname__,
+                "description": description,
+                "shipment_id": shipment_id,
+                "position": position,
+            }
         )
 
 
-_ORDER_EVENTS = tuple(e for e in OrderStatusProjection.handles if e in Order._handlers)
-_SHIPMENT_EVENTS = tuple(e for e in OrderStatusProjection.handles if e in Shipment._handlers)
+def _item_rows(shipment: Shipment) -> list[Row]:
+    received = shipment.state is ShipmentState.RECEIVED
+    return [
+        {
+            "shipment_id": str(shipment.id),
+            "line_no": item.line_no,
+            "sku_id": item.sku_id,
+            "quantity": item.quantity,
+            "weight_g": item.weight_g,
+            "sellable": shipment.sellable.get(item.line_no, 0) if received else None,
+            "damaged": shipment.damaged.get(item.line_no, 0) if received else None,
+        }
+        for item in shipment.items
+    ]
+
+
+def _tracking_rows(shipment: Shipment) -> list[Row]:
+    """The whole tracking list again, ranked as the aggregate sorts it (by occurred_at,
+    ties in the order reported): a late report of an earlier scan moves the rest down."""
+    return [
+        {
+            "shipment_id": str(shipment.id),
+            "seq": seq,
+            "occurred_at": scan.occurred_at,
+            "status": scan.status,
+            "location": scan.location,
+        }
+        for seq, scan in enumerate(shipment.tracking, start=1)
+    ]
 
 
 def _str(value: UUID | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _order_values(order: Order, event: DomainEvent, before: Any, position: int) -> dict[str, Any]:
+def _order_values(order: Order, event: DomainEvent, before: Row | None, position: int) -> dict[str, Any]:
     def kept(column: str) -> Any:
-        return None if before is None else getattr(before, column)
+        return None if before is None else before[column]
 
     cancelled = isinstance(event, Order.Cancelled)
     completed = isinstance(event, Order.Completed)
@@ -484,9 +492,9 @@ def _line_values(order: Order, line: Any) -> dict[str, Any]:
     }
 
 
-def _shipment_values(shipment: Shipment, event: DomainEvent, before: Any, position: int) -> dict[str, Any]:
+def _shipment_values(shipment: Shipment, event: DomainEvent, before: Row | None, position: int) -> dict[str, Any]:
     def kept(column: str) -> Any:
-        return None if before is None else getattr(before, column)
+        return None if before is None else before[column]
 
     leaves = isinstance(event, (Shipment.Dispatched, Shipment.ReturnSent))
     ends = isinstance(event, (Shipment.Failed, Shipment.Cancelled))
@@ -568,7 +576,7 @@ def _describe_order_event(order: Order, event: DomainEvent) -> str | None:
             if event.how == "confirmed":
                 return "completed: receipt confirmed"
             return "completed after the after-sales window"
-    raise OrderStatusInconsistency(f"no timeline text for {type(event).__qualname__}")
+    raise ProjectionInconsistency(f"no timeline text for {type(event).__qualname__}")
 
 
 def _describe_shipment_event(shipment: Shipment, event: DomainEvent) -> str | None:
@@ -592,7 +600,7 @@ def _describe_shipment_event(shipment: Shipment, event: DomainEvent) -> str | No
             return f"parcel {shipment.tracking_number} failed: {event.reason}"
         case Shipment.ReturnSent():
             return f"return parcel sent to {event.warehouse_id} with {event.carrier}, waybill {event.tracking_number}"
-    raise OrderStatusInconsistency(f"no timeline text for {type(event).__qualname__}")
+    raise ProjectionInconsistency(f"no timeline text for {type(event).__qualname__}")
 
 
 # ---------------------------------------------------------------------- queries
@@ -714,30 +722,20 @@ class OrderDetail(OrderSummary):
     timeline: tuple[TimelineEntry, ...]
 
 
-class OrderStatusQueries:
-    """What the back office asks of the order-status read model.
+class OrderStatusQueries(Queries):
+    """What the back office asks of the order-status read model."""
 
-    ``tables`` are the projection's tables by logical name (``ReadModels.tables["order_status"]``).
-    Given an Engine each query opens its own connection; given a Connection it reads in it.
-    """
+    projection = OrderStatusProjection
 
-    def __init__(self, engine_or_connection: Engine | Connection, tables: dict[str, Table]) -> None:
-        self._source = engine_or_connection
-        self._t = tables
-
-    @contextmanager
-    def _conn(self) -> Iterator[Connection]:
-        if isinstance(self._source, Connection):
-            yield self._source
-        else:
-            with self._source.connect() as conn:
-                yield conn
+    def __init__(self, bind: Engine | Connection, tables: Mapping[str, Table]) -> None:
+        super().__init__(bind, tables)
+        self._t = self.tables
 
     def order(self, order_id: UUID | str) -> OrderDetail | None:
         """One order with everything about it; None if the read model has no such order."""
         key = str(UUID(str(order_id)))
         t = self._t
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(select(t["orders"]).where(t["orders"].c.order_id == key)).one_or_none()
             if row is None:
                 return None
@@ -803,8 +801,7 @@ class OrderStatusQueries:
 
     def unpaid_past_deadline(self, now: datetime, *, limit: int | None = None) -> tuple[OrderSummary, ...]:
         """Orders still pending payment whose deadline is at or before ``now`` (the sweeper's work list)."""
-        if now.utcoffset() is None:
-            raise ValueError(f"now must be timezone-aware, got {now!r}")
+        require_aware(now)
         orders = self._t["orders"]
         return self._summaries(
             select(orders)
@@ -816,12 +813,12 @@ class OrderStatusQueries:
     def count_by_state(self) -> dict[OrderState, int]:
         """How many orders are in each state (states with none are left out), in lifecycle order."""
         orders = self._t["orders"]
-        with self._conn() as conn:
+        with self.connection() as conn:
             counts = dict(conn.execute(select(orders.c.state, func.count()).group_by(orders.c.state)).all())
         return {state: counts[state.value] for state in OrderState if counts.get(state.value)}
 
     def _summaries(self, query: Any) -> tuple[OrderSummary, ...]:
-        with self._conn() as conn:
+        with self.connection() as conn:
             return tuple(OrderSummary(**dict(r._mapping)) for r in conn.execute(query))
 
 

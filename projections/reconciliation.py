@@ -44,14 +44,15 @@ the report is final.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any
 from uuid import UUID
 
-from ecomcore_projections.base import Projection, UtcDateTime, live_name
+from ecomcore_projections.base import Projection, ProjectionInconsistency, Queries, UtcDateTime, handles
+from ecomcore_projections.rows import Batch, Row
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -63,9 +64,7 @@ from sqlalchemy import (
     String,
     Table,
     func,
-    insert,
     select,
-    update,
 )
 
 from ecomcore.domain.after_sales import RefundKind
@@ -163,7 +162,7 @@ class ReconciliationProjection(Projection):
     """The money ledger and the facts it is checked against."""
 
     name = "reconciliation"
-    handles = (Order.Placed, Order.Paid, Order.LatePaymentReceived, Order.RefundIssued, Order.Cancelled)
+    schema_version = 2  # 2: 64-bit quantities and versions
 
     @classmethod
     def define_tables(cls, metadata: MetaData, table_name: Callable[[str], str]) -> dict[str, Table]:
@@ -189,7 +188,7 @@ class ReconciliationProjection(Projection):
             _money("late_received"),
             _money("late_refunded"),
             Column("cancelled_at", UtcDateTime, nullable=True),
-            Column("last_version", Integer, nullable=False),
+            Column("last_version", BigInteger, nullable=False),
         )
         lines = Table(
             table_name("reconciliation_order_lines"),
@@ -197,13 +196,13 @@ class ReconciliationProjection(Projection):
             Column("order_id", String(36), primary_key=True),
             Column("line_no", Integer, primary_key=True),
             Column("sku_id", String(64), nullable=False),
-            Column("quantity", Integer, nullable=False),
+            Column("quantity", BigInteger, nullable=False),
             _money("gross"),
             _money("promotion_discount"),
             _money("merchant_coupon_discount"),
             _money("platform_coupon_discount"),
             _money("net"),
-            Column("refunded_units", Integer, nullable=False),
+            Column("refunded_units", BigInteger, nullable=False),
             _money("refunded_amount"),
             _money("subsidy_reversed"),
             _money("funded_reversed"),
@@ -246,50 +245,40 @@ class ReconciliationProjection(Projection):
             "reconciliation_ledger": ledger,
         }
 
-    def apply(self, conn: Connection, event: DomainEvent, position: int) -> None:
+    def prepare(self, batch: Batch, events: Sequence[tuple[int, DomainEvent]]) -> None:
+        order_ids = [str(e.originator_id) for _, e in events]
+        batch.load("reconciliation_orders", ((order_id,) for order_id in order_ids))
+        batch.load_all("reconciliation_order_lines", order_ids)
+
+    def apply(self, batch: Batch, event: DomainEvent, position: int) -> None:
         if isinstance(event, Order.Placed):
-            self._placed(conn, event)
+            super().apply(batch, event, position)
             return
-        if not isinstance(event, self.handles):
-            raise TypeError(f"the reconciliation projection does not handle {type(event).__qualname__}")
-        order = self._order(conn, event)
-        if isinstance(event, Order.Paid):
-            self._paid(conn, order, event, position)
-        elif isinstance(event, Order.LatePaymentReceived):
-            self._late_payment(conn, order, event, position)
-        elif isinstance(event, Order.RefundIssued):
-            if event.kind is RefundKind.LATE_PAYMENT:
-                self._late_refund(conn, order, event, position)
-            else:
-                self._refund(conn, order, event, position)
-        else:
-            self._cancelled(conn, order, event)
-        orders = self.tables["reconciliation_orders"]
-        conn.execute(
-            update(orders).where(orders.c.order_id == order.order_id).values(last_version=event.originator_version)
-        )
+        order = self._order(batch, event)
+        super().apply(batch, event, position)
+        order["last_version"] = event.originator_version
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _order(self, conn: Connection, event: DomainEvent) -> Any:
-        orders = self.tables["reconciliation_orders"]
-        row = conn.execute(select(orders).where(orders.c.order_id == str(event.originator_id))).one_or_none()
+    @staticmethod
+    def _order(batch: Batch, event: DomainEvent) -> Row:
+        row = batch.rows("reconciliation_orders").get((str(event.originator_id),))
         if row is None:
-            raise LookupError(f"order {event.originator_id} was never placed")
-        if event.originator_version <= row.last_version:
-            raise ValueError(
-                f"order {event.originator_id} v{event.originator_version} arrived after v{row.last_version}"
+            raise ProjectionInconsistency(f"order {event.originator_id} was never placed")
+        if event.originator_version <= row["last_version"]:
+            raise ProjectionInconsistency(
+                f"order {event.originator_id} v{event.originator_version} arrived after v{row['last_version']}"
             )
         return row
 
-    def _lines(self, conn: Connection, order_id: str) -> dict[int, Any]:
-        lines = self.tables["reconciliation_order_lines"]
-        return {row.line_no: row for row in conn.execute(select(lines).where(lines.c.order_id == order_id))}
+    @staticmethod
+    def _lines(batch: Batch, order_id: str) -> dict[int, Row]:
+        return {row["line_no"]: row for row in batch.rows("reconciliation_order_lines").children(order_id)}
 
+    @staticmethod
     def _record_money(
-        self,
-        conn: Connection,
-        order: Any,
+        batch: Batch,
+        order: Row,
         event: DomainEvent,
         position: int,
         kind: MoneyEventKind,
@@ -297,39 +286,41 @@ class ReconciliationProjection(Projection):
         reference: str,
         payment_id: str | None = None,
     ) -> None:
-        conn.execute(
-            insert(self.tables["reconciliation_money_events"]).values(
-                position=position,
-                at=event.timestamp,
-                day=utc_day(event.timestamp),
-                order_id=order.order_id,
-                merchant_id=order.merchant_id,
-                kind=kind.value,
-                amount=amount,
-                payment_id=payment_id,
-                reference=reference,
-            )
+        batch.rows("reconciliation_money_events").append(
+            {
+                "position": position,
+                "at": event.timestamp,
+                "day": utc_day(event.timestamp),
+                "order_id": order["order_id"],
+                "merchant_id": order["merchant_id"],
+                "kind": kind.value,
+                "amount": amount,
+                "payment_id": payment_id,
+                "reference": reference,
+            }
         )
 
-    def _post(self, conn: Connection, order: Any, event: DomainEvent, position: int, entries: Iterable[_Entry]) -> None:
-        rows = []
+    @staticmethod
+    def _post(batch: Batch, order: Row, event: DomainEvent, position: int, entries: Iterable[_Entry]) -> None:
+        ledger = batch.rows("reconciliation_ledger")
+        n = 0
         for entry in entries:
             if entry.amount < 0:
-                raise ValueError(
-                    f"{entry.kind} of {entry.amount} on order {order.order_id}: amounts are never negative"
+                raise ProjectionInconsistency(
+                    f"{entry.kind} of {entry.amount} on order {order['order_id']}: amounts are never negative"
                 )
             if entry.amount == 0:
                 continue
-            n = len(rows) + 1
-            rows.append(
+            n += 1
+            ledger.append(
                 {
                     "entry_id": f"{position}:{n}",
                     "position": position,
                     "n": n,
                     "at": event.timestamp,
                     "day": utc_day(event.timestamp),
-                    "order_id": order.order_id,
-                    "merchant_id": order.merchant_id,
+                    "order_id": order["order_id"],
+                    "merchant_id": order["merchant_id"],
                     "line_no": entry.line_no,
                     "kind": entry.kind.value,
                     "debit_account": entry.debit,
@@ -338,40 +329,41 @@ class ReconciliationProjection(Projection):
                     "reference": entry.reference,
                 }
             )
-        if rows:
-            conn.execute(insert(self.tables["reconciliation_ledger"]), rows)
 
     # -- one method per event ----------------------------------------------------------
 
-    def _placed(self, conn: Connection, e: Order.Placed) -> None:
+    @handles(Order.Placed)
+    def _placed(self, batch: Batch, e: Order.Placed, position: int) -> None:
         order_id = str(e.originator_id)
-        conn.execute(
-            insert(self.tables["reconciliation_orders"]).values(
-                order_id=order_id,
-                checkout_id=str(e.checkout_id),
-                customer_id=e.customer_id,
-                merchant_id=e.merchant_id,
-                currency=e.currency,
-                state="placed",
-                placed_at=e.timestamp,
-                payable=e.payable,
-                goods_net=sum(line.net for line in e.lines),
-                freight=e.freight,
-                platform_share=sum(line.platform_coupon_discount for line in e.lines),
-                merchant_funded=sum(line.promotion_discount + line.merchant_coupon_discount for line in e.lines),
-                paid=0,
-                paid_at=None,
-                refunded=0,
-                freight_refunded=0,
-                late_received=0,
-                late_refunded=0,
-                cancelled_at=None,
-                last_version=e.originator_version,
-            )
+        if e.originator_version != 1:
+            raise ProjectionInconsistency(f"order {order_id} placed at version {e.originator_version}")
+        batch.rows("reconciliation_orders").insert(
+            {
+                "order_id": order_id,
+                "checkout_id": str(e.checkout_id),
+                "customer_id": e.customer_id,
+                "merchant_id": e.merchant_id,
+                "currency": e.currency,
+                "state": "placed",
+                "placed_at": e.timestamp,
+                "payable": e.payable,
+                "goods_net": sum(line.net for line in e.lines),
+                "freight": e.freight,
+                "platform_share": sum(line.platform_coupon_discount for line in e.lines),
+                "merchant_funded": sum(line.promotion_discount + line.merchant_coupon_discount for line in e.lines),
+                "paid": 0,
+                "paid_at": None,
+                "refunded": 0,
+                "freight_refunded": 0,
+                "late_received": 0,
+                "late_refunded": 0,
+                "cancelled_at": None,
+                "last_version": e.originator_version,
+            }
         )
-        conn.execute(
-            insert(self.tables["reconciliation_order_lines"]),
-            [
+        lines = batch.rows("reconciliation_order_lines")
+        for line in e.lines:
+            lines.insert(
                 {
                     "order_id": order_id,
                     "line_no": line.line_no,
@@ -387,34 +379,35 @@ class ReconciliationProjection(Projection):
                     "subsidy_reversed": 0,
                     "funded_reversed": 0,
                 }
-                for line in e.lines
-            ],
-        )
-
-    def _paid(self, conn: Connection, order: Any, e: Order.Paid, position: int) -> None:
-        if order.state != "placed":
-            raise ValueError(
-                f"order {order.order_id} is {order.state}: only a placed order is paid (late money is a late payment)"
             )
-        m, customer = order.merchant_id, customer_account(order.order_id)
-        lines = self._lines(conn, order.order_id).values()
-        self._record_money(conn, order, e, position, MoneyEventKind.PAYMENT, e.amount, e.provider_txn, e.payment_id)
+
+    @handles(Order.Paid)
+    def _paid(self, batch: Batch, e: Order.Paid, position: int) -> None:
+        order = self._order_row(batch, e)
+        if order["state"] != "placed":
+            raise ProjectionInconsistency(
+                f"order {order['order_id']} is {order['state']}: only a placed order is paid "
+                "(late money is a late payment)"
+            )
+        m, customer = order["merchant_id"], customer_account(order["order_id"])
+        lines = self._lines(batch, order["order_id"]).values()
+        self._record_money(batch, order, e, position, MoneyEventKind.PAYMENT, e.amount, e.provider_txn, e.payment_id)
         self._post(
-            conn,
+            batch,
             order,
             e,
             position,
             [
                 _Entry(EntryKind.PAYMENT, PROVIDER_CASH, customer, e.amount, reference=e.provider_txn),
-                *(_Entry(EntryKind.GOODS, customer, merchant_goods(m), line.net, line.line_no) for line in lines),
-                _Entry(EntryKind.FREIGHT, customer, merchant_freight(m), order.freight),
+                *(_Entry(EntryKind.GOODS, customer, merchant_goods(m), line["net"], line["line_no"]) for line in lines),
+                _Entry(EntryKind.FREIGHT, customer, merchant_freight(m), order["freight"]),
                 *(
                     _Entry(
                         EntryKind.PLATFORM_SUBSIDY,
                         PLATFORM_SUBSIDY,
                         merchant_goods(m),
-                        line.platform_coupon_discount,
-                        line.line_no,
+                        line["platform_coupon_discount"],
+                        line["line_no"],
                     )
                     for line in lines
                 ),
@@ -423,31 +416,36 @@ class ReconciliationProjection(Projection):
                         EntryKind.FUNDED_DISCOUNT,
                         merchant_funded_discounts(m),
                         FUNDED_DISCOUNTS_MEMO,
-                        line.promotion_discount + line.merchant_coupon_discount,
-                        line.line_no,
+                        line["promotion_discount"] + line["merchant_coupon_discount"],
+                        line["line_no"],
                     )
                     for line in lines
                 ),
             ],
         )
-        orders = self.tables["reconciliation_orders"]
-        conn.execute(
-            update(orders)
-            .where(orders.c.order_id == order.order_id)
-            .values(state="paid", paid=orders.c.paid + e.amount, paid_at=e.timestamp)
-        )
+        order.update(state="paid", paid=order["paid"] + e.amount, paid_at=e.timestamp)
 
-    def _refund(self, conn: Connection, order: Any, e: Order.RefundIssued, position: int) -> None:
+    @handles(Order.RefundIssued)
+    def _refund_issued(self, batch: Batch, e: Order.RefundIssued, position: int) -> None:
+        order = self._order_row(batch, e)
+        if e.kind is RefundKind.LATE_PAYMENT:
+            self._late_refund(batch, order, e, position)
+        else:
+            self._refund(batch, order, e, position)
+
+    def _refund(self, batch: Batch, order: Row, e: Order.RefundIssued, position: int) -> None:
         if e.amount != sum(amount for _, amount in e.lines.values()) + e.freight:
-            raise ValueError(
-                f"refund {e.refund_id} of order {order.order_id} is {e.amount}, "
+            raise ProjectionInconsistency(
+                f"refund {e.refund_id} of order {order['order_id']} is {e.amount}, "
                 f"but its lines {e.lines} and freight {e.freight} add up to something else"
             )
-        m, customer = order.merchant_id, customer_account(order.order_id)
-        lines = self._lines(conn, order.order_id)
+        m, customer = order["merchant_id"], customer_account(order["order_id"])
+        lines = self._lines(batch, order["order_id"])
         unknown = sorted(set(e.lines) - set(lines))
         if unknown:
-            raise LookupError(f"refund {e.refund_id} names line(s) {unknown} that order {order.order_id} does not have")
+            raise ProjectionInconsistency(
+                f"refund {e.refund_id} names line(s) {unknown} that order {order['order_id']} does not have"
+            )
         entries = [
             _Entry(EntryKind.REFUND, customer, PROVIDER_CASH, e.amount, reference=e.refund_id),
             *(
@@ -456,12 +454,14 @@ class ReconciliationProjection(Projection):
             ),
             _Entry(EntryKind.FREIGHT_REFUND, merchant_freight(m), customer, e.freight, reference=e.refund_id),
         ]
-        line_table = self.tables["reconciliation_order_lines"]
         for line_no, (units, amount) in sorted(e.lines.items()):
             line = lines[line_no]
-            subsidy = share_refund(line.platform_coupon_discount, line.quantity, line.refunded_units, units)
+            subsidy = share_refund(line["platform_coupon_discount"], line["quantity"], line["refunded_units"], units)
             funded = share_refund(
-                line.promotion_discount + line.merchant_coupon_discount, line.quantity, line.refunded_units, units
+                line["promotion_discount"] + line["merchant_coupon_discount"],
+                line["quantity"],
+                line["refunded_units"],
+                units,
             )
             entries.append(
                 _Entry(EntryKind.SUBSIDY_REVERSAL, merchant_goods(m), PLATFORM_SUBSIDY, subsidy, line_no, e.refund_id)
@@ -476,32 +476,25 @@ class ReconciliationProjection(Projection):
                     e.refund_id,
                 )
             )
-            conn.execute(
-                update(line_table)
-                .where(line_table.c.order_id == order.order_id, line_table.c.line_no == line_no)
-                .values(
-                    refunded_units=line.refunded_units + units,
-                    refunded_amount=line.refunded_amount + amount,
-                    subsidy_reversed=line.subsidy_reversed + subsidy,
-                    funded_reversed=line.funded_reversed + funded,
-                )
+            line.update(
+                refunded_units=line["refunded_units"] + units,
+                refunded_amount=line["refunded_amount"] + amount,
+                subsidy_reversed=line["subsidy_reversed"] + subsidy,
+                funded_reversed=line["funded_reversed"] + funded,
             )
-        self._record_money(conn, order, e, position, MoneyEventKind.REFUND, e.amount, e.refund_id)
-        self._post(conn, order, e, position, entries)
-        orders = self.tables["reconciliation_orders"]
-        conn.execute(
-            update(orders)
-            .where(orders.c.order_id == order.order_id)
-            .values(refunded=orders.c.refunded + e.amount, freight_refunded=orders.c.freight_refunded + e.freight)
-        )
+        self._record_money(batch, order, e, position, MoneyEventKind.REFUND, e.amount, e.refund_id)
+        self._post(batch, order, e, position, entries)
+        order.update(refunded=order["refunded"] + e.amount, freight_refunded=order["freight_refunded"] + e.freight)
 
-    def _late_payment(self, conn: Connection, order: Any, e: Order.LatePaymentReceived, position: int) -> None:
-        customer = customer_account(order.order_id)
+    @handles(Order.LatePaymentReceived)
+    def _late_payment(self, batch: Batch, e: Order.LatePaymentReceived, position: int) -> None:
+        order = self._order_row(batch, e)
+        customer = customer_account(order["order_id"])
         self._record_money(
-            conn, order, e, position, MoneyEventKind.LATE_PAYMENT, e.amount, e.provider_txn, e.payment_id
+            batch, order, e, position, MoneyEventKind.LATE_PAYMENT, e.amount, e.provider_txn, e.payment_id
         )
         self._post(
-            conn,
+            batch,
             order,
             e,
             position,
@@ -512,20 +505,17 @@ class ReconciliationProjection(Projection):
                 ),
             ],
         )
-        orders = self.tables["reconciliation_orders"]
-        conn.execute(
-            update(orders)
-            .where(orders.c.order_id == order.order_id)
-            .values(late_received=orders.c.late_received + e.amount)
-        )
+        order["late_received"] += e.amount
 
-    def _late_refund(self, conn: Connection, order: Any, e: Order.RefundIssued, position: int) -> None:
+    def _late_refund(self, batch: Batch, order: Row, e: Order.RefundIssued, position: int) -> None:
         if e.lines or e.freight:
-            raise ValueError(f"late-payment refund {e.refund_id} of order {order.order_id} names goods or freight")
-        customer = customer_account(order.order_id)
-        self._record_money(conn, order, e, position, MoneyEventKind.LATE_REFUND, e.amount, e.refund_id)
+            raise ProjectionInconsistency(
+                f"late-payment refund {e.refund_id} of order {order['order_id']} names goods or freight"
+            )
+        customer = customer_account(order["order_id"])
+        self._record_money(batch, order, e, position, MoneyEventKind.LATE_REFUND, e.amount, e.refund_id)
         self._post(
-            conn,
+            batch,
             order,
             e,
             position,
@@ -534,22 +524,22 @@ class ReconciliationProjection(Projection):
                 _Entry(EntryKind.LATE_REFUND, customer, PROVIDER_CASH, e.amount, reference=e.refund_id),
             ],
         )
-        orders = self.tables["reconciliation_orders"]
-        conn.execute(
-            update(orders)
-            .where(orders.c.order_id == order.order_id)
-            .values(late_refunded=orders.c.late_refunded + e.amount)
-        )
+        order["late_refunded"] += e.amount
 
-    def _cancelled(self, conn: Connection, order: Any, e: Order.Cancelled) -> None:
-        if order.state != "placed":
-            raise ValueError(f"order {order.order_id} is {order.state}: only an unpaid order is cancelled")
-        orders = self.tables["reconciliation_orders"]
-        conn.execute(
-            update(orders)
-            .where(orders.c.order_id == order.order_id)
-            .values(state="cancelled", cancelled_at=e.timestamp)
-        )
+    @handles(Order.Cancelled)
+    def _cancelled(self, batch: Batch, e: Order.Cancelled, position: int) -> None:
+        order = self._order_row(batch, e)
+        if order["state"] != "placed":
+            raise ProjectionInconsistency(
+                f"order {order['order_id']} is {order['state']}: only an unpaid order is cancelled"
+            )
+        order.update(state="cancelled", cancelled_at=e.timestamp)
+
+    @staticmethod
+    def _order_row(batch: Batch, event: DomainEvent) -> Row:
+        row = batch.rows("reconciliation_orders").get((str(event.originator_id),))
+        assert row is not None  # checked by apply
+        return row
 
 
 # -- reports ----------------------------------------------------------------------------------
@@ -662,26 +652,17 @@ _SETTLEMENT_FIELDS = {
 _FIELD_NAMES = tuple(dict.fromkeys(name for name, _ in _SETTLEMENT_FIELDS.values()))
 
 
-class ReconciliationQueries:
+class ReconciliationQueries(Queries):
     """Balances, per-order money, merchant settlement and the §6.3 checks."""
 
+    projection = ReconciliationProjection
+
     def __init__(self, bind: Engine | Connection, tables: Mapping[str, Table]) -> None:
-        self.bind = bind
+        super().__init__(bind, tables)
         self.orders = tables["reconciliation_orders"]
         self.lines = tables["reconciliation_order_lines"]
         self.money_events = tables["reconciliation_money_events"]
         self.ledger = tables["reconciliation_ledger"]
-
-    @classmethod
-    def live(cls, engine: Engine) -> Self:
-        """Queries over the live tables."""
-        return cls(engine, ReconciliationProjection.define_tables(MetaData(), live_name))
-
-    def _read(self, query: Any) -> list[Any]:
-        if isinstance(self.bind, Connection):
-            return list(self.bind.execute(query))
-        with self.bind.connect() as conn:
-            return list(conn.execute(query))
 
     def _movements(self, key: Any, *, where: Any = None) -> dict[Any, dict[str, int]]:
         """Debit-positive balance of every account, grouped by ``key`` (a column of the ledger)."""
@@ -692,7 +673,7 @@ class ReconciliationQueries:
         if where is not None:
             query = query.where(where)
         found: dict[Any, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for row in self._read(query):
+        for row in self.read(query):
             found[row[0]][row.debit_account] += int(row.amount)
             found[row[0]][row.credit_account] -= int(row.amount)
         return found
@@ -707,9 +688,9 @@ class ReconciliationQueries:
         """
         l = self.ledger
         balances: dict[str, int] = defaultdict(int)
-        for row in self._read(select(l.c.debit_account, func.sum(l.c.amount)).group_by(l.c.debit_account)):
+        for row in self.read(select(l.c.debit_account, func.sum(l.c.amount)).group_by(l.c.debit_account)):
             balances[row[0]] += int(row[1])
-        for row in self._read(select(l.c.credit_account, func.sum(l.c.amount)).group_by(l.c.credit_account)):
+        for row in self.read(select(l.c.credit_account, func.sum(l.c.amount)).group_by(l.c.credit_account)):
             balances[row[0]] -= int(row[1])
         return {
             account: balance
@@ -737,7 +718,7 @@ class ReconciliationQueries:
                 amount=row.amount,
                 reference=row.reference,
             )
-            for row in self._read(query)
+            for row in self.read(query)
         ]
 
     def order_balances(self, *, state: str | None = None, order_id: UUID | None = None) -> list[OrderMoney]:
@@ -754,8 +735,8 @@ class ReconciliationQueries:
             query = query.where(o.c.order_id == str(order_id))
             unrefunded_query = unrefunded_query.where(li.c.order_id == str(order_id))
             ledger_filter = l.c.order_id == str(order_id)
-        rows = self._read(query)
-        unrefunded = {row.order_id: int(row.left) for row in self._read(unrefunded_query)}
+        rows = self.read(query)
+        unrefunded = {row.order_id: int(row.left) for row in self.read(unrefunded_query)}
         held = self._movements(l.c.order_id, where=ledger_filter)
         found = []
         for row in rows:
@@ -795,7 +776,7 @@ class ReconciliationQueries:
         if day is not None:
             query = query.where(l.c.day == day)
         totals: dict[tuple[date, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(_FIELD_NAMES, 0))
-        for row in self._read(query):
+        for row in self.read(query):
             field = _SETTLEMENT_FIELDS.get(EntryKind(row.kind))
             if field is not None:
                 name, sign = field
@@ -820,7 +801,7 @@ class ReconciliationQueries:
             .where((l.c.amount <= 0) | (l.c.debit_account == l.c.credit_account))
             .order_by(l.c.position, l.c.n)
         )
-        for row in self._read(query):
+        for row in self.read(query):
             yield Discrepancy(
                 DiscrepancyKind.INVALID_ENTRY,
                 f"entry:{row.entry_id}",
@@ -832,7 +813,7 @@ class ReconciliationQueries:
     def _unbalanced_entry_sets(self) -> Iterable[Discrepancy]:
         by_position = self._movements(self.ledger.c.position)
         events = {
-            row.position: row for row in self._read(select(self.money_events).order_by(self.money_events.c.position))
+            row.position: row for row in self.read(select(self.money_events).order_by(self.money_events.c.position))
         }
         for position in sorted({*by_position, *events}):
             accounts = by_position.get(position, {})
@@ -862,9 +843,9 @@ class ReconciliationQueries:
     def _order_checks(self) -> Iterable[Discrepancy]:
         by_order = self._movements(self.ledger.c.order_id)
         lines_by_order: dict[str, list[Any]] = defaultdict(list)
-        for line in self._read(select(self.lines).order_by(self.lines.c.order_id, self.lines.c.line_no)):
+        for line in self.read(select(self.lines).order_by(self.lines.c.order_id, self.lines.c.line_no)):
             lines_by_order[line.order_id].append(line)
-        for order in self._read(select(self.orders).order_by(self.orders.c.order_id)):
+        for order in self.read(select(self.orders).order_by(self.orders.c.order_id)):
             oid, subject = order.order_id, f"order:{order.order_id}"
             accounts = by_order.get(oid, {})
             lines = lines_by_order[oid]
@@ -935,7 +916,7 @@ class ReconciliationQueries:
     def _day_totals(self) -> Iterable[Discrepancy]:
         me = self.money_events
         facts: dict[date, int] = defaultdict(int)
-        for row in self._read(select(me.c.day, me.c.kind, func.sum(me.c.amount)).group_by(me.c.day, me.c.kind)):
+        for row in self.read(select(me.c.day, me.c.kind, func.sum(me.c.amount)).group_by(me.c.day, me.c.kind)):
             facts[row[0]] += MoneyEventKind(row[1]).sign * int(row[2])
         by_day = self._movements(self.ledger.c.day)
         for day in sorted({*facts, *by_day}):

@@ -5,6 +5,10 @@ one database transaction, and the position moves only from the value the batch w
 read after (compare and set).  A crash loses at most an uncommitted batch, which the
 next run reads again; two workers on one projection cannot both apply a batch.
 
+Workers keep going: a transient fault (the database restarting, a dropped connection,
+SQLite busy) is logged and retried with capped exponential back-off, resuming from the
+stored position; an event a projection cannot apply stops it, naming the event.
+
 The runner polls the log in large batches.  It does not rely on LISTEN/NOTIFY: the
 ``eventsourcing`` recorders do not send it unless database functions are enabled,
 which loses tracking rows in 9.5.6.
@@ -13,14 +17,24 @@ which loses tracking rows in 9.5.6.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ecomcore_projections.base import Projection, ProjectionError, live_name, shadow_name
+from ecomcore_projections.base import (
+    Projection,
+    ProjectionFailed,
+    ReadModelError,
+    SchemaMismatch,
+    UnknownProjection,
+    describe_cause,
+    live_name,
+)
+from ecomcore_projections.faults import Backoff, is_transient
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 from sqlalchemy import (
@@ -28,19 +42,25 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Integer,
     MetaData,
     String,
     Table,
     create_engine,
-    delete,
-    insert,
+    inspect,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
+from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.infrastructure.catalogue import sqlalchemy_url
 from ecomcore.infrastructure.store import EventStore
+
+log = logging.getLogger("ecomcore.projections")
 
 #: The projections ``ecomcore project`` and ``ecomcore rebuild`` know, by name.
 REGISTRY: dict[str, str] = {
@@ -50,6 +70,8 @@ REGISTRY: dict[str, str] = {
 }
 
 POSITIONS_TABLE = "rm_projection_positions"
+#: The schema version a position row written before versions were recorded stands for.
+UNVERSIONED = 1
 
 
 def registered() -> dict[str, type[Projection]]:
@@ -61,8 +83,14 @@ def registered() -> dict[str, type[Projection]]:
     return found
 
 
-class UnknownProjection(ValueError):
-    pass
+class ReadModelsUnavailable(ReadModelError):
+    """The store or the read-model database stayed unreachable for longer than the worker waits."""
+
+    code = "store_unavailable"
+
+
+class PositionMoved(RuntimeError):
+    """Another worker moved the projection's position during this batch: it is retried."""
 
 
 @dataclass(frozen=True)
@@ -76,23 +104,64 @@ class Lag:
     seconds_behind: float
 
 
+@dataclass(frozen=True)
+class Status:
+    """A projection's position, lag and schema, as ``ecomcore status`` shows it."""
+
+    name: str
+    position: int
+    head: int
+    events_behind: int
+    seconds_behind: float
+    schema_version: int | None  # stored; None before the projection first ran
+    expected_schema_version: int
+
+    @property
+    def schema_ok(self) -> bool:
+        return self.schema_version in (None, self.expected_schema_version)
+
+
+@dataclass(frozen=True)
+class StoredPosition:
+    position: int
+    schema_version: int
+
+
 class ReadModels:
     """The read-model database: the live tables of every projection and their positions.
 
-    Default URL: the store's own database (its own tables, named ``rm_*``).
+    ``source`` is a URL (the default is the store's own database, in its own tables,
+    named ``rm_*``) or an existing SQLAlchemy :class:`~sqlalchemy.Engine`.  Tables are
+    created when ``create_tables`` is true; by default, when given a URL (an Engine is
+    the caller's: call :meth:`create_tables` when you want them).
     """
 
-    def __init__(self, url: str, projections: Mapping[str, type[Projection]] | None = None) -> None:
-        self.url = url
-        self.engine: Engine = create_engine(sqlalchemy_url(url))
+    def __init__(
+        self,
+        source: str | Engine,
+        projections: Mapping[str, type[Projection]] | None = None,
+        *,
+        create_tables: bool | None = None,
+    ) -> None:
+        if isinstance(source, Engine):
+            self.engine, self._owns_engine = source, False
+        else:
+            self.engine, self._owns_engine = create_engine(sqlalchemy_url(source), pool_pre_ping=True), True
         self.classes = dict(projections) if projections is not None else registered()
         self.metadata = MetaData()
         self.positions = _positions_table(self.metadata)
         self.tables = {name: cls.define_tables(self.metadata, live_name) for name, cls in self.classes.items()}
-        _create_all(self.engine, self.metadata)
+        if self._owns_engine if create_tables is None else create_tables:
+            self.create_tables()
+
+    def create_tables(self) -> None:
+        """Create missing tables (workers starting together may race on it: the losers retry)."""
+        _retry_ddl(lambda: self.metadata.create_all(self.engine))
+        _retry_ddl(lambda: _add_schema_version_column(self.engine))
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     def projection_class(self, name: str) -> type[Projection]:
         try:
@@ -101,15 +170,64 @@ class ReadModels:
             raise UnknownProjection(f"no projection named {name!r}; known: {', '.join(self.classes)}") from None
 
     def position(self, name: str, conn: Connection | None = None) -> int:
+        stored = self.stored(name, conn)
+        return 0 if stored is None else stored.position
+
+    def stored(self, name: str, conn: Connection | None = None) -> StoredPosition | None:
+        """The stored position and schema version of ``name``, or None before it first ran."""
         if conn is None:
             with self.engine.connect() as own:
-                return self.position(name, own)
-        found = conn.execute(select(self.positions.c.position).where(self.positions.c.name == name)).scalar()
-        return int(found or 0)
+                return self.stored(name, own)
+        p = self.positions
+        found = conn.execute(select(p.c.position, p.c.schema_version).where(p.c.name == name)).one_or_none()
+        return None if found is None else StoredPosition(int(found[0]), int(found[1]))
+
+    def lock(self, conn: Connection, name: str, schema_version: int) -> StoredPosition:
+        """The position row of ``name``, created if missing (with ``schema_version``) and locked
+        for this transaction (a row lock on PostgreSQL; on SQLite the database's write lock)."""
+        p = self.positions
+        insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(
+            insert(p)
+            .values(name=name, position=0, schema_version=schema_version, updated_at=_now())
+            .on_conflict_do_nothing(index_elements=[p.c.name])
+        )
+        query = select(p.c.position, p.c.schema_version).where(p.c.name == name)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        else:
+            # Take SQLite's write lock now, so nobody moves the position under us.
+            conn.execute(update(p).where(p.c.name == name).values(name=p.c.name))
+        found = conn.execute(query).one()
+        return StoredPosition(int(found[0]), int(found[1]))
+
+    def set_position(
+        self, conn: Connection, name: str, expected: int, new: int, *, schema_version: int | None = None
+    ) -> None:
+        """Move a locked position from ``expected`` to ``new`` (compare and set)."""
+        p = self.positions
+        values: dict[str, Any] = {"position": new, "updated_at": _now()}
+        if schema_version is not None:
+            values["schema_version"] = schema_version
+        changed = conn.execute(update(p).where(p.c.name == name, p.c.position == expected).values(values)).rowcount
+        if changed != 1:
+            raise PositionMoved(f"projection {name} moved from {expected} during this batch")
+
+    def forget_position(self, conn: Connection, name: str) -> None:
+        conn.execute(self.positions.delete().where(self.positions.c.name == name))
 
     def rows(self, name: str, conn: Connection, tables: Mapping[str, Table] | None = None) -> dict[str, list[tuple]]:
         """Every row of a projection's tables, ordered by primary key (for comparisons)."""
-        return {logical: list(_ordered_rows(conn, table)) for logical, table in (tables or self.tables[name]).items()}
+        return {logical: list(ordered_rows(conn, table)) for logical, table in (tables or self.tables[name]).items()}
+
+
+@dataclass
+class _Target:
+    """One projection instance (with the tables it writes) and the position row it keeps."""
+
+    key: str
+    projection: Projection
+    topics: list[str]
 
 
 class Projector:
@@ -122,18 +240,96 @@ class Projector:
         names: Iterable[str] | None = None,
         *,
         batch_size: int = 1000,
+        log_interval: float = 10.0,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.store = store
         self.read_models = read_models
-        names = list(names) if names is not None else list(read_models.classes)
-        self.projections: dict[str, Projection] = {
-            name: read_models.projection_class(name)(read_models.tables[name], store) for name in names
-        }
         self.batch_size = batch_size
+        self.log_interval = log_interval
+        self._targets: dict[str, _Target] = {}
+        for name in list(names) if names is not None else list(read_models.classes):
+            cls = read_models.projection_class(name)
+            self._add(name, cls(read_models.tables[name], store))
 
-    def catch_up(self, progress: Callable[[str, int, int], None] | None = None) -> int:
-        """Apply everything up to the head (as it was when each projection started); returns how many."""
-        return sum(self._catch_up(name, progress) for name in self.projections)
+    @classmethod
+    def into(
+        cls,
+        store: EventStore,
+        read_models: ReadModels,
+        projection: Projection,
+        *,
+        key: str,
+        batch_size: int = 1000,
+    ) -> Projector:
+        """A projector of one projection instance into tables of its own (a rebuild's shadow
+        tables, an as-of copy), keeping its position under ``key``."""
+        projector = cls(store, read_models, names=[], batch_size=batch_size)
+        projector._add(key, projection)
+        return projector
+
+    def _add(self, key: str, projection: Projection) -> None:
+        topics = [get_topic(event_type) for event_type in type(projection).handles]
+        self._targets[key] = _Target(key, projection, topics)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._targets)
+
+    @property
+    def projections(self) -> dict[str, Projection]:
+        return {key: target.projection for key, target in self._targets.items()}
+
+    # ------------------------------------------------------------------ running
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        follow: bool = False,
+        poll_interval: float = 0.5,
+        give_up_after: float | None = 60.0,
+        backoff: Backoff | None = None,
+    ) -> int:
+        """Catch up (and with ``follow``, keep following until ``stop`` is set), retrying
+        transient faults with capped exponential back-off; returns how many events were applied.
+
+        Only a run that does not follow gives up, after ``give_up_after`` seconds of
+        faults in a row, with :class:`ReadModelsUnavailable`.
+        """
+        stop = stop or threading.Event()
+        backoff = backoff or Backoff()
+        faulty_since: float | None = None
+        applied = 0
+        log.info("projecting %s from position(s) %s", ", ".join(self._targets), self._positions_text())
+        while not stop.is_set():
+            try:
+                done = self.catch_up(stop=stop)
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                now = time.monotonic()
+                faulty_since = faulty_since or now
+                if not follow and give_up_after is not None and now - faulty_since >= give_up_after:
+                    raise ReadModelsUnavailable(
+                        f"gave up after {now - faulty_since:.0f} s of faults: {describe_cause(error)}"
+                    ) from error
+                delay = backoff.next_delay()
+                log.warning("%s; retrying in %.1f s", describe_cause(error), delay)
+                stop.wait(delay)
+                continue
+            if faulty_since is not None:
+                log.info("recovered after %.1f s", time.monotonic() - faulty_since)
+                faulty_since = None
+                backoff.reset()
+            applied += done
+            if not follow:
+                break
+            if not done:
+                stop.wait(poll_interval)
+        log.info("%s at position(s) %s", "stopped" if stop.is_set() else "caught up", self._positions_text())
+        return applied
 
     def follow(
         self,
@@ -142,75 +338,160 @@ class Projector:
         poll_interval: float = 0.5,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        """Catch up, then keep following the log until ``stop`` is set."""
-        while not stop.is_set():
-            applied = self.catch_up()
-            if on_batch and applied:
-                on_batch(applied)
-            if not applied:
-                stop.wait(poll_interval)
+        """Catch up, then keep following the log until ``stop`` is set (faults are retried)."""
+        self.run(stop, follow=True, poll_interval=poll_interval)
 
-    def lag(self) -> list[Lag]:
-        head = self.store.recorder.max_notification_id() or 0
-        return [self._lag(name, head) for name in self.projections]
+    def catch_up(
+        self,
+        progress: Callable[[str, int, int], None] | None = None,
+        *,
+        until: int | None = None,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Apply everything up to the head (as it was when each projection started) or
+        ``until``, batch by batch, each in its own transaction; stops between batches
+        once ``stop`` is set.  Returns how many events were applied."""
+        report = _Reporter(self, self.log_interval)
+        applied = 0
+        for key in self._targets:
+            applied += self._catch_up(key, progress, until=until, stop=stop, report=report)
+            if stop is not None and stop.is_set():
+                break
+        return applied
 
-    # ------------------------------------------------------------------ one projection
+    def catch_up_in(self, conn: Connection, key: str, *, until: int | None = None) -> int:
+        """Apply everything after ``key``'s position up to the head or ``until`` inside the
+        caller's transaction (for a rebuild's last stretch, while the live position is held)."""
+        target = self._targets[key]
+        recorder = self.store.recorder
+        stop = (recorder.max_notification_id() or 0) if until is None else until
+        applied = 0
+        while True:
+            current = self.read_models.position(key, conn)
+            if current >= stop:
+                return applied
+            batch = recorder.select_notifications(current + 1, self.batch_size, stop=stop, topics=target.topics)
+            done = len(batch) < self.batch_size
+            applied += self._apply_in(conn, target, self._decode(key, batch), advance_to=stop if done else None)
 
     def _catch_up(
         self,
-        name: str,
+        key: str,
         progress: Callable[[str, int, int], None] | None,
         *,
-        until: int | None = None,
-        label: str | None = None,
+        until: int | None,
+        stop: threading.Event | None,
+        report: _Reporter,
     ) -> int:
-        """Apply batches, each in its own transaction (memory stays flat), up to the head or ``until``."""
-        projection = self.projections[name]
+        target = self._targets[key]
         recorder = self.store.recorder
-        topics = _topics(projection)
         applied = 0
-        while True:
+        while stop is None or not stop.is_set():
             # Every id up to a head read before selecting is committed and visible (the
             # recorders write under a table lock), so the position can jump to it when
             # the select comes back short: lag then counts only events really not seen.
             head = recorder.max_notification_id() or 0
-            stop = head if until is None else min(until, head)
-            start = self.read_models.position(name) + 1
-            batch = recorder.select_notifications(start, self.batch_size, stop=stop, topics=topics) if start <= stop else []
+            end = head if until is None else min(until, head)
+            start = self.read_models.position(key) + 1
+            batch = recorder.select_notifications(start, self.batch_size, stop=end, topics=target.topics) if start <= end else []
             done = len(batch) < self.batch_size
             try:
-                applied += self.apply(name, batch, advance_to=stop if done else None)
+                count = self.apply(key, batch, advance_to=end if done else None)
             except PositionMoved:
                 continue  # another worker applied this stretch first: read on from its position
+            except _WriteFailed:
+                count = self._apply_one_by_one(key, batch)  # find the event the database refuses
+            applied += count
+            report.applied(key, count, end)
             if progress:
-                progress(label or name, self.read_models.position(name), stop)
+                progress(key, self.read_models.position(key), end)
             if done:
-                return applied
+                break
+        return applied
 
-    def apply(self, name: str, notifications: list[Notification], *, advance_to: int | None = None) -> int:
+    def _apply_one_by_one(self, key: str, batch: Sequence[Notification]) -> int:
+        applied = 0
+        for notification in batch:
+            try:
+                applied += self.apply(key, [notification])
+            except _WriteFailed as failure:
+                raise failure.failed from failure.failed.cause
+        return applied
+
+    def apply(self, key: str, notifications: Sequence[Notification], *, advance_to: int | None = None) -> int:
         """Apply one batch and the new position in one transaction; events at or below the
         stored position are skipped, so a batch applied twice changes nothing."""
-        projection = self.projections[name]
-        events = [(n.id, self.store.mapper.to_domain_event(n)) for n in notifications]
+        target = self._targets[key]
+        events = self._decode(key, notifications)
+        with self.read_models.engine.begin() as conn:
+            return self._apply_in(conn, target, events, advance_to=advance_to)
+
+    def _decode(self, key: str, notifications: Sequence[Notification]) -> list[tuple[int, DomainEvent]]:
+        events = []
+        for notification in notifications:
+            try:
+                events.append((notification.id, self.store.mapper.to_domain_event(notification)))
+            except Exception as error:
+                raise ProjectionFailed(self._targets[key].projection.name, notification.id, None, error) from error
+        return events
+
+    def _apply_in(
+        self, conn: Connection, target: _Target, events: list[tuple[int, DomainEvent]], *, advance_to: int | None
+    ) -> int:
+        projection = target.projection
+        expected = type(projection).schema_version
         try:
-            with self.read_models.engine.begin() as conn:
-                current = _lock_position(conn, self.read_models.positions, name)
-                fresh = [(position, event) for position, event in events if position > current]
-                for position, event in fresh:
-                    try:
-                        projection.apply(conn, event, position)
-                    except Exception as error:
-                        raise ProjectionError(name, position, event, error) from error
-                new = max([current, *(p for p, _ in fresh), advance_to or 0])
-                if new != current:
-                    _set_position(conn, self.read_models.positions, name, current, new)
-                return len(fresh)
+            stored = self.read_models.lock(conn, target.key, expected)
+            if stored.schema_version != expected:
+                raise SchemaMismatch(target.key, stored.schema_version, expected)
+            fresh = [(position, event) for position, event in events if position > stored.position]
+            try:
+                projection.apply_batch(conn, fresh)
+            except DBAPIError as error:
+                if is_transient(error):
+                    raise
+                failed = ProjectionFailed(projection.name, fresh[0][0], fresh[0][1], error)
+                if len(fresh) == 1:
+                    raise failed from error
+                raise _WriteFailed(failed) from error
+            new = max([stored.position, *(p for p, _ in fresh), advance_to or 0])
+            if new != stored.position:
+                self.read_models.set_position(conn, target.key, stored.position, new)
+            return len(fresh)
         except BaseException:
             projection.forget()
             raise
 
-    def _lag(self, name: str, head: int) -> Lag:
-        position = self.read_models.position(name)
+    # ------------------------------------------------------------------ lag and status
+
+    def lag(self) -> list[Lag]:
+        head = self.store.recorder.max_notification_id() or 0
+        return [self._lag(key, head) for key in self._targets]
+
+    def status(self) -> list[Status]:
+        """Each projection's position, lag and schema version; changes nothing (a read-model
+        database that no worker has written yet shows every projection at position 0)."""
+        head = self.store.recorder.max_notification_id() or 0
+        started = inspect(self.read_models.engine).has_table(POSITIONS_TABLE)
+        found = []
+        for key, target in self._targets.items():
+            lag = self._lag(key, head) if started else Lag(key, 0, head, head, 0.0)
+            stored = self.read_models.stored(key) if started else None
+            found.append(
+                Status(
+                    name=key,
+                    position=lag.position,
+                    head=head,
+                    events_behind=lag.events_behind,
+                    seconds_behind=lag.seconds_behind,
+                    schema_version=None if stored is None else stored.schema_version,
+                    expected_schema_version=type(target.projection).schema_version,
+                )
+            )
+        return found
+
+    def _lag(self, key: str, head: int) -> Lag:
+        position = self.read_models.position(key)
         behind = max(0, head - position)
         seconds = 0.0
         if behind:
@@ -220,163 +501,49 @@ class Projector:
                 seconds = max(0.0, (newest - oldest).total_seconds())
             elif newest:
                 seconds = max(0.0, (datetime.now(UTC) - newest).total_seconds())
-        return Lag(name=name, position=position, head=head, events_behind=behind, seconds_behind=seconds)
+        return Lag(name=key, position=position, head=head, events_behind=behind, seconds_behind=seconds)
 
     def _timestamp(self, notification_id: int) -> datetime | None:
         found = self.store.recorder.select_notifications(notification_id, 1)
         if not found:
             return None
-        return self.store.mapper.to_domain_event(found[0]).timestamp
+        event: DomainEvent = self.store.mapper.to_domain_event(found[0])
+        return event.timestamp
+
+    def _positions_text(self) -> str:
+        return ", ".join(f"{key} {self.read_models.position(key)}" for key in self._targets)
 
 
-# ---------------------------------------------------------------------- rebuild and check
+class _WriteFailed(Exception):
+    """The database refused a batch's rows; the batch is tried one event at a time to name the event."""
+
+    def __init__(self, failed: ProjectionFailed) -> None:
+        super().__init__(str(failed))
+        self.failed = failed
 
 
-@dataclass(frozen=True)
-class Difference:
-    table: str
-    key: tuple
-    live: tuple | None
-    rebuilt: tuple | None
+class _Reporter:
+    """Logs how a catch-up goes, at most once per ``interval`` seconds: events/s and lag."""
 
-    def __str__(self) -> str:
-        if self.live is None:
-            return f"{self.table} {self.key}: missing in the live table, rebuilt has {self.rebuilt}"
-        if self.rebuilt is None:
-            return f"{self.table} {self.key}: only in the live table: {self.live}"
-        return f"{self.table} {self.key}: live {self.live} != rebuilt {self.rebuilt}"
+    def __init__(self, projector: Projector, interval: float) -> None:
+        self.projector, self.interval = projector, interval
+        self.started = self.last = time.monotonic()
+        self.counts: dict[str, int] = {}
+        self.since_last = 0
 
-
-@dataclass(frozen=True)
-class RebuildReport:
-    name: str
-    position: int
-    events: int
-    differences: tuple[Difference, ...] = ()
-
-
-def rebuild(
-    store: EventStore,
-    read_models: ReadModels,
-    name: str,
-    *,
-    check: bool = False,
-    batch_size: int = 1000,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> RebuildReport:
-    """Rebuild a projection from zero into shadow tables.
-
-    Without ``check`` the shadow rows replace the live ones in one transaction (the
-    live tables answer queries until then).  With ``check`` the shadow is built to the
-    live position and compared with the live tables row by row; nothing is replaced.
-    """
-    cls = read_models.projection_class(name)
-    shadow = _Shadow(read_models, cls, name)
-    projector = Projector(store, read_models, names=[], batch_size=batch_size)
-    projection = cls(shadow.tables, store)
-    projector.projections = {shadow.key: projection}
-    try:
-        events = 0
-        target = read_models.position(name) if check else None
-        events += projector._catch_up(shadow.key, progress, until=target, label=name)
-        with read_models.engine.begin() as conn:
-            live_position = _lock_position(conn, read_models.positions, name)
-            # Whatever arrived since the shadow was filled is applied in this same
-            # transaction, while the live position is held still.
-            events += _fill_in(conn, projector, shadow.key, live_position if check else None)
-            position = read_models.position(shadow.key, conn)
-            if check:
-                differences = tuple(_differences(conn, read_models.tables[name], shadow.tables))
-                conn.rollback()
-                return RebuildReport(name=name, position=live_position, events=events, differences=differences)
-            for logical, live in read_models.tables[name].items():
-                conn.execute(delete(live))
-                conn.execute(insert(live).from_select(list(live.c.keys()), select(*shadow.tables[logical].c)))
-            _set_position(conn, read_models.positions, name, live_position, position, upsert=True)
-        return RebuildReport(name=name, position=position, events=events)
-    finally:
-        shadow.drop()
-
-
-class _Shadow:
-    def __init__(self, read_models: ReadModels, cls: type[Projection], name: str) -> None:
-        self.read_models = read_models
-        self.key = f"{name}_shadow"
-        self.metadata = MetaData()
-        _positions_table(self.metadata)
-        self.tables = cls.define_tables(self.metadata, shadow_name)
-        shadow_only = [t for t in self.metadata.sorted_tables if t.name != POSITIONS_TABLE]
-        self.metadata.drop_all(read_models.engine, tables=shadow_only)
-        self.metadata.create_all(read_models.engine, tables=shadow_only)
-        with read_models.engine.begin() as conn:
-            conn.execute(delete(read_models.positions).where(read_models.positions.c.name == self.key))
-
-    def drop(self) -> None:
-        shadow_only = [t for t in self.metadata.sorted_tables if t.name != POSITIONS_TABLE]
-        self.metadata.drop_all(self.read_models.engine, tables=shadow_only)
-        with self.read_models.engine.begin() as conn:
-            conn.execute(delete(self.read_models.positions).where(self.read_models.positions.c.name == self.key))
-
-
-def _fill_in(conn: Connection, projector: Projector, key: str, until: int | None) -> int:
-    """The last stretch, inside the caller's transaction."""
-    recorder = projector.store.recorder
-    projection = projector.projections[key]
-    positions = projector.read_models.positions
-    head = recorder.max_notification_id() or 0
-    stop = head if until is None else until
-    current = projector.read_models.position(key, conn)
-    applied = 0
-    while current < stop:
-        batch = recorder.select_notifications(current + 1, projector.batch_size, stop=stop, topics=_topics(projection))
-        for notification in batch:
-            event = projector.store.mapper.to_domain_event(notification)
-            try:
-                projection.apply(conn, event, notification.id)
-            except Exception as error:
-                raise ProjectionError(key, notification.id, event, error) from error
-            applied += 1
-        new = stop if len(batch) < projector.batch_size else batch[-1].id
-        _set_position(conn, positions, key, current, new, upsert=True)
-        current = new
-    return applied
-
-
-def _differences(conn: Connection, live: Mapping[str, Table], rebuilt: Mapping[str, Table]) -> Iterator[Difference]:
-    """Rows that differ, found by the database (EXCEPT both ways), paired up by primary key.
-
-    The database compares, so the result does not depend on how Python would order or
-    compare its values; only the differing rows come back.
-    """
-    for logical, live_table in live.items():
-        shadow_table = rebuilt[logical]
-        width = len(live_table.primary_key.columns)
-        ordered_live = _pk_first(live_table)
-        ordered_shadow = _pk_first(shadow_table)
-        only_live = {
-            tuple(row[:width]): tuple(row)
-            for row in conn.execute(select(*ordered_live).except_(select(*ordered_shadow)))
-        }
-        only_rebuilt = {
-            tuple(row[:width]): tuple(row)
-            for row in conn.execute(select(*ordered_shadow).except_(select(*ordered_live)))
-        }
-        for key in sorted({*only_live, *only_rebuilt}, key=repr):
-            yield Difference(live_table.name, key, only_live.get(key), only_rebuilt.get(key))
-
-
-def _pk_first(table: Table) -> list[Any]:
-    keys = list(table.primary_key.columns)
-    return [*keys, *(c for c in table.columns if c not in keys)]
-
-
-def _ordered_rows(conn: Connection, table: Table) -> Iterator[tuple]:
-    """Rows with the primary key first, in primary-key order, streamed."""
-    columns = _pk_first(table)
-    keys = columns[: len(table.primary_key.columns)]
-    result = conn.execution_options(yield_per=1000).execute(select(*columns).order_by(*keys))
-    for row in result:
-        yield tuple(row)
+    def applied(self, key: str, count: int, head: int) -> None:
+        self.counts[key] = self.counts.get(key, 0) + count
+        self.since_last += count
+        now = time.monotonic()
+        if now - self.last < self.interval or not self.since_last:
+            return
+        rate = self.since_last / (now - self.last)
+        positions = ", ".join(
+            f"{name} {self.projector.read_models.position(name)} (behind {max(0, head - self.projector.read_models.position(name))})"
+            for name in self.counts
+        )
+        log.info("applied %d events (%.0f events/s); head %d; %s", self.since_last, rate, head, positions)
+        self.last, self.since_last = now, 0
 
 
 # ---------------------------------------------------------------------- positions
@@ -388,59 +555,53 @@ def _positions_table(metadata: MetaData) -> Table:
         metadata,
         Column("name", String(100), primary_key=True),
         Column("position", BigInteger, nullable=False),
+        Column("schema_version", Integer, nullable=False, server_default=text(str(UNVERSIONED))),
         Column("updated_at", String(40), nullable=False),
     )
 
 
-def _lock_position(conn: Connection, positions: Table, name: str) -> int:
-    """The stored position, locked for this transaction (row lock on PostgreSQL; on
-    SQLite the first write takes the database's write lock)."""
-    query = select(positions.c.position).where(positions.c.name == name)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    else:
-        # Take SQLite's write lock now, so nobody moves the position under us.
-        conn.execute(update(positions).where(positions.c.name == name).values(name=positions.c.name))
-    found = conn.execute(query).scalar()
-    return int(found or 0)
+def _add_schema_version_column(engine: Engine) -> None:
+    """Position tables written before schema versions were recorded get the column
+    (their projections then count as version 1, and must be rebuilt)."""
+    with engine.begin() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns(POSITIONS_TABLE)}
+        if "schema_version" not in columns:
+            conn.execute(
+                text(
+                    f"ALTER TABLE {POSITIONS_TABLE} ADD COLUMN schema_version INTEGER NOT NULL "
+                    f"DEFAULT {UNVERSIONED}"
+                )
+            )
 
 
-class PositionMoved(RuntimeError):
-    """Another worker moved the projection's position during this batch: it is retried."""
-
-
-def _set_position(
-    conn: Connection, positions: Table, name: str, expected: int, new: int, *, upsert: bool = True
-) -> None:
-    now = datetime.now(UTC).isoformat()
-    changed = conn.execute(
-        update(positions)
-        .where(positions.c.name == name, positions.c.position == expected)
-        .values(position=new, updated_at=now)
-    ).rowcount
-    if changed == 1:
-        return
-    exists = conn.execute(select(positions.c.position).where(positions.c.name == name)).scalar()
-    if exists is None and expected == 0 and upsert:
-        conn.execute(insert(positions).values(name=name, position=new, updated_at=now))
-        return
-    raise PositionMoved(f"projection {name} moved from {expected} to {exists} during this batch")
-
-
-def _topics(projection: Projection) -> list[str]:
-    return [get_topic(event_type) for event_type in type(projection).handles]
-
-
-def _create_all(engine: Engine, metadata: MetaData, attempts: int = 5) -> None:
-    """Create missing tables; workers starting together on PostgreSQL may race on it."""
+def _retry_ddl(create: Callable[[], None], attempts: int = 5) -> None:
+    """Workers starting together on PostgreSQL may race on creating tables: retry the losers."""
     for attempt in range(1, attempts + 1):
         try:
-            metadata.create_all(engine)
+            create()
             return
         except DBAPIError:
             if attempt == attempts:
                 raise
             time.sleep(0.05 * attempt)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def ordered_rows(conn: Connection, table: Table) -> Iterator[tuple]:
+    """Rows with the primary key first, in primary-key order, streamed."""
+    columns = pk_first(table)
+    keys = columns[: len(table.primary_key.columns)]
+    result = conn.execution_options(yield_per=1000).execute(select(*columns).order_by(*keys))
+    for row in result:
+        yield tuple(row)
+
+
+def pk_first(table: Table) -> list[Any]:
+    keys = list(table.primary_key.columns)
+    return [*keys, *(c for c in table.columns if c not in keys)]
 
 
 def dump(read_models: ReadModels, name: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -9,266 +9,282 @@ records its release, exactly as in the StockItem aggregate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import Any
 from uuid import UUID
 
-from ecomcore_projections.base import Projection, UtcDateTime, live_name
+from ecomcore_projections.base import (
+    Projection,
+    ProjectionInconsistency,
+    Queries,
+    UtcDateTime,
+    handles,
+    require_aware,
+)
+from ecomcore_projections.rows import Batch, Row
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
     Engine,
-    Integer,
+    Index,
     MetaData,
     String,
     Table,
     and_,
-    delete,
     func,
-    insert,
     or_,
     select,
-    update,
 )
 
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.stock_item import StockItem
 
+#: Events that name an order's reservation of the item.
+_RESERVATION_EVENTS = (
+    StockItem.Reserved,
+    StockItem.ReservationReleased,
+    StockItem.ReservationConfirmed,
+    StockItem.Dispatched,
+)
+
 
 class StockProjection(Projection):
-    """One row per stock item, its reservations, and its reorder suggestions (open and past)."""
+    """One row per stock item, its reservations, and its reorder suggestions (open and past).
+
+    Rows are keyed by the StockItem's id (events name their item only by id); SKU and
+    warehouse are kept beside it for the queries.
+    """
 
     name = "stock"
-    # ``handles`` (every StockItem event) is the keys of ``_handlers``, at the end of the class.
+    schema_version = 2  # 2: keyed by stock item id, 64-bit quantities
 
     @classmethod
     def define_tables(cls, metadata: MetaData, table_name: Callable[[str], str]) -> dict[str, Table]:
+        items_name = table_name("stock_items")
         items = Table(
-            table_name("stock_items"),
+            items_name,
             metadata,
-            Column("sku_id", String(64), primary_key=True),
-            Column("warehouse_id", String(64), primary_key=True),
-            # Events name their StockItem only by id: this finds the row.
-            Column("stock_item_id", String(36), nullable=False, unique=True),
-            Column("on_hand", Integer, nullable=False),
-            Column("safety_stock", Integer, nullable=False),
-            Column("reorder_quantity", Integer, nullable=False),
+            Column("stock_item_id", String(36), primary_key=True),
+            Column("sku_id", String(64), nullable=False),
+            Column("warehouse_id", String(64), nullable=False),
+            Column("on_hand", BigInteger, nullable=False),
+            Column("safety_stock", BigInteger, nullable=False),
+            Column("reorder_quantity", BigInteger, nullable=False),
             Column("low_stock", Boolean, nullable=False),
+            # The open reorder suggestion's opened_version while low_stock, else null.
+            Column("alert_version", BigInteger, nullable=True),
             # The last applied version: a gap or a repeat means events were lost or doubled.
-            Column("version", Integer, nullable=False),
+            Column("version", BigInteger, nullable=False),
             Column("updated_at", UtcDateTime, nullable=False),
+            Index(f"ix_{items_name}_sku", "sku_id", "warehouse_id", unique=True),
         )
+        reservations_name = table_name("stock_reservations")
         reservations = Table(
-            table_name("stock_reservations"),
+            reservations_name,
             metadata,
-            Column("sku_id", String(64), primary_key=True),
-            Column("warehouse_id", String(64), primary_key=True),
+            Column("stock_item_id", String(36), primary_key=True),
             Column("order_id", String(36), primary_key=True),
-            Column("quantity", Integer, nullable=False),
+            Column("sku_id", String(64), nullable=False),
+            Column("warehouse_id", String(64), nullable=False),
+            Column("quantity", BigInteger, nullable=False),
             Column("expires_at", UtcDateTime, nullable=True),  # null once confirmed: paid units never expire
             Column("confirmed", Boolean, nullable=False),
             Column("reserved_at", UtcDateTime, nullable=False),
+            Index(f"ix_{reservations_name}_sku", "sku_id", "warehouse_id"),
         )
         suggestions = Table(
             table_name("stock_reorder_suggestions"),
             metadata,
-            Column("sku_id", String(64), primary_key=True),
-            Column("warehouse_id", String(64), primary_key=True),
-            Column("opened_version", Integer, primary_key=True),
-            Column("suggested_quantity", Integer, nullable=False),
-            Column("available_when_opened", Integer, nullable=False),
-            Column("safety_stock", Integer, nullable=False),
+            Column("stock_item_id", String(36), primary_key=True),
+            Column("opened_version", BigInteger, primary_key=True),
+            Column("sku_id", String(64), nullable=False),
+            Column("warehouse_id", String(64), nullable=False),
+            Column("suggested_quantity", BigInteger, nullable=False),
+            Column("available_when_opened", BigInteger, nullable=False),
+            Column("safety_stock", BigInteger, nullable=False),
             Column("opened_at", UtcDateTime, nullable=False),
             Column("closed_at", UtcDateTime, nullable=True),  # null while open
-            Column("available_when_closed", Integer, nullable=True),
+            Column("available_when_closed", BigInteger, nullable=True),
         )
         return {"stock_items": items, "stock_reservations": reservations, "stock_reorder_suggestions": suggestions}
 
-    def apply(self, conn: Connection, event: DomainEvent, position: int) -> None:
-        handler = self._handlers.get(type(event))
-        if handler is None:
-            raise TypeError(f"the stock projection does not handle {type(event).__qualname__}")
-        if isinstance(event, StockItem.Registered):
-            self._registered(conn, event)
-            return
-        item = self._item(conn, event)
-        changes = handler(self, conn, item, event)
-        conn.execute(
-            update(self.tables["stock_items"])
-            .where(self.tables["stock_items"].c.stock_item_id == str(event.originator_id))
-            .values(version=event.originator_version, updated_at=event.timestamp, **changes)
+    def prepare(self, batch: Batch, events: Sequence[tuple[int, DomainEvent]]) -> None:
+        batch.load("stock_items", ((str(e.originator_id),) for _, e in events))
+        batch.load(
+            "stock_reservations",
+            ((str(e.originator_id), str(e.order_id)) for _, e in events if isinstance(e, _RESERVATION_EVENTS)),
         )
+        items = batch.rows("stock_items")
+        open_alerts = []
+        for _, e in events:
+            if isinstance(e, StockItem.LowStockCleared):
+                row = items.get((str(e.originator_id),))
+                if row is not None and row["alert_version"] is not None:
+                    open_alerts.append((row["stock_item_id"], row["alert_version"]))
+        batch.load("stock_reorder_suggestions", open_alerts)
+
+    def apply(self, batch: Batch, event: DomainEvent, position: int) -> None:
+        if isinstance(event, StockItem.Registered):
+            super().apply(batch, event, position)
+            return
+        item = self._item(batch, event)
+        super().apply(batch, event, position)
+        item.update(version=event.originator_version, updated_at=event.timestamp)
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _item(self, conn: Connection, event: DomainEvent) -> Any:
-        items = self.tables["stock_items"]
-        row = conn.execute(select(items).where(items.c.stock_item_id == str(event.originator_id))).one_or_none()
+    @staticmethod
+    def _item(batch: Batch, event: DomainEvent) -> Row:
+        row = batch.rows("stock_items").get((str(event.originator_id),))
         if row is None:
-            raise LookupError(f"stock item {event.originator_id} was never registered")
-        if event.originator_version != row.version + 1:
-            raise ValueError(
-                f"stock item {row.sku_id}@{row.warehouse_id} is at version {row.version}; "
-                f"the next event must be version {row.version + 1}, got {event.originator_version}"
+            raise ProjectionInconsistency(f"stock item {event.originator_id} was never registered")
+        if event.originator_version != row["version"] + 1:
+            raise ProjectionInconsistency(
+                f"stock item {row['sku_id']}@{row['warehouse_id']} is at version {row['version']}; "
+                f"the next event must be version {row['version'] + 1}, got {event.originator_version}"
             )
         return row
 
-    def _reservation(self, conn: Connection, item: Any, order_id: UUID) -> Any:
-        reservations = self.tables["stock_reservations"]
-        row = conn.execute(select(reservations).where(self._reservation_key(item, order_id))).one_or_none()
+    @staticmethod
+    def _held(batch: Batch, event: DomainEvent, order_id: UUID) -> Row:
+        row = batch.rows("stock_reservations").get((str(event.originator_id), str(order_id)))
         if row is None:
-            raise LookupError(f"order {order_id} holds no reservation of {item.sku_id}@{item.warehouse_id}")
+            raise ProjectionInconsistency(f"order {order_id} holds no reservation of stock item {event.originator_id}")
         return row
 
-    def _reservation_key(self, item: Any, order_id: UUID) -> Any:
-        reservations = self.tables["stock_reservations"]
-        return and_(
-            reservations.c.sku_id == item.sku_id,
-            reservations.c.warehouse_id == item.warehouse_id,
-            reservations.c.order_id == str(order_id),
-        )
-
-    def _reduce_reservation(self, conn: Connection, item: Any, order_id: UUID, quantity: int) -> None:
-        held = self._reservation(conn, item, order_id)
-        if quantity > held.quantity:
-            raise ValueError(
-                f"order {order_id} holds {held.quantity} of {item.sku_id}@{item.warehouse_id}; "
+    def _take_from_reservation(self, batch: Batch, event: DomainEvent, order_id: UUID, quantity: int) -> None:
+        held = self._held(batch, event, order_id)
+        if quantity > held["quantity"]:
+            raise ProjectionInconsistency(
+                f"order {order_id} holds {held['quantity']} of {held['sku_id']}@{held['warehouse_id']}; "
                 f"{quantity} cannot be taken from it"
             )
-        reservations = self.tables["stock_reservations"]
-        key = self._reservation_key(item, order_id)
-        if quantity == held.quantity:
-            conn.execute(delete(reservations).where(key))
+        key = (held["stock_item_id"], held["order_id"])
+        if quantity == held["quantity"]:
+            batch.rows("stock_reservations").delete(key)
         else:
-            conn.execute(update(reservations).where(key).values(quantity=reservations.c.quantity - quantity))
+            held["quantity"] -= quantity
+
+    @staticmethod
+    def _row(batch: Batch, event: DomainEvent) -> Row:
+        row = batch.rows("stock_items").get((str(event.originator_id),))
+        assert row is not None  # checked by apply
+        return row
 
     # -- one method per event ----------------------------------------------------------
 
-    def _registered(self, conn: Connection, e: StockItem.Registered) -> None:
+    @handles(StockItem.Registered)
+    def _registered(self, batch: Batch, e: StockItem.Registered, position: int) -> None:
         if e.originator_version != 1:
-            raise ValueError(f"stock item {e.sku_id}@{e.warehouse_id} registered at version {e.originator_version}")
-        conn.execute(
-            insert(self.tables["stock_items"]).values(
-                sku_id=e.sku_id,
-                warehouse_id=e.warehouse_id,
-                stock_item_id=str(e.originator_id),
-                on_hand=0,
-                safety_stock=e.safety_stock,
-                reorder_quantity=e.reorder_quantity,
-                low_stock=False,
-                version=1,
-                updated_at=e.timestamp,
+            raise ProjectionInconsistency(
+                f"stock item {e.sku_id}@{e.warehouse_id} registered at version {e.originator_version}"
             )
+        batch.rows("stock_items").insert(
+            {
+                "stock_item_id": str(e.originator_id),
+                "sku_id": e.sku_id,
+                "warehouse_id": e.warehouse_id,
+                "on_hand": 0,
+                "safety_stock": e.safety_stock,
+                "reorder_quantity": e.reorder_quantity,
+                "low_stock": False,
+                "alert_version": None,
+                "version": 1,
+                "updated_at": e.timestamp,
+            }
         )
 
-    def _received(self, conn: Connection, item: Any, e: StockItem.Received) -> dict[str, Any]:
-        return {"on_hand": self.tables["stock_items"].c.on_hand + e.quantity}
+    @handles(StockItem.Received, StockItem.ReturnRestocked)
+    def _received(self, batch: Batch, e: StockItem.Received | StockItem.ReturnRestocked, position: int) -> None:
+        self._row(batch, e)["on_hand"] += e.quantity
 
-    def _reserved(self, conn: Connection, item: Any, e: StockItem.Reserved) -> dict[str, Any]:
-        conn.execute(
-            insert(self.tables["stock_reservations"]).values(
-                sku_id=item.sku_id,
-                warehouse_id=item.warehouse_id,
-                order_id=str(e.order_id),
-                quantity=e.quantity,
-                expires_at=e.expires_at,
-                confirmed=False,
-                reserved_at=e.timestamp,
-            )
+    @handles(StockItem.Reserved)
+    def _reserved(self, batch: Batch, e: StockItem.Reserved, position: int) -> None:
+        item = self._row(batch, e)
+        batch.rows("stock_reservations").insert(
+            {
+                "stock_item_id": item["stock_item_id"],
+                "order_id": str(e.order_id),
+                "sku_id": item["sku_id"],
+                "warehouse_id": item["warehouse_id"],
+                "quantity": e.quantity,
+                "expires_at": e.expires_at,
+                "confirmed": False,
+                "reserved_at": e.timestamp,
+            }
         )
-        return {}
 
-    def _released(self, conn: Connection, item: Any, e: StockItem.ReservationReleased) -> dict[str, Any]:
-        self._reduce_reservation(conn, item, e.order_id, e.quantity)
-        return {}
+    @handles(StockItem.ReservationReleased)
+    def _released(self, batch: Batch, e: StockItem.ReservationReleased, position: int) -> None:
+        self._take_from_reservation(batch, e, e.order_id, e.quantity)
 
-    def _confirmed(self, conn: Connection, item: Any, e: StockItem.ReservationConfirmed) -> dict[str, Any]:
-        self._reservation(conn, item, e.order_id)
-        conn.execute(
-            update(self.tables["stock_reservations"])
-            .where(self._reservation_key(item, e.order_id))
-            .values(confirmed=True, expires_at=None)
-        )
-        return {}
+    @handles(StockItem.ReservationConfirmed)
+    def _confirmed(self, batch: Batch, e: StockItem.ReservationConfirmed, position: int) -> None:
+        self._held(batch, e, e.order_id).update(confirmed=True, expires_at=None)
 
-    def _dispatched(self, conn: Connection, item: Any, e: StockItem.Dispatched) -> dict[str, Any]:
-        self._reduce_reservation(conn, item, e.order_id, e.quantity)
-        return {"on_hand": self.tables["stock_items"].c.on_hand - e.quantity}
+    @handles(StockItem.Dispatched)
+    def _dispatched(self, batch: Batch, e: StockItem.Dispatched, position: int) -> None:
+        self._take_from_reservation(batch, e, e.order_id, e.quantity)
+        self._row(batch, e)["on_hand"] -= e.quantity
 
-    def _restocked(self, conn: Connection, item: Any, e: StockItem.ReturnRestocked) -> dict[str, Any]:
-        return {"on_hand": self.tables["stock_items"].c.on_hand + e.quantity}
+    @handles(StockItem.ReturnWrittenOff)
+    def _return_written_off(self, batch: Batch, e: StockItem.ReturnWrittenOff, position: int) -> None:
+        """Damaged returned units never entered on-hand stock: only the version moves."""
 
-    def _return_written_off(self, conn: Connection, item: Any, e: StockItem.ReturnWrittenOff) -> dict[str, Any]:
-        return {}  # damaged returned units never entered on-hand stock
+    @handles(StockItem.WrittenOff)
+    def _written_off(self, batch: Batch, e: StockItem.WrittenOff, position: int) -> None:
+        self._row(batch, e)["on_hand"] -= e.quantity
 
-    def _written_off(self, conn: Connection, item: Any, e: StockItem.WrittenOff) -> dict[str, Any]:
-        return {"on_hand": self.tables["stock_items"].c.on_hand - e.quantity}
-
-    def _counted(self, conn: Connection, item: Any, e: StockItem.Counted) -> dict[str, Any]:
-        if e.difference != e.counted_quantity - item.on_hand:
-            raise ValueError(
-                f"stocktake of {item.sku_id}@{item.warehouse_id} records a difference of {e.difference} "
-                f"from {item.on_hand} on hand to {e.counted_quantity} counted: the read model has diverged"
+    @handles(StockItem.Counted)
+    def _counted(self, batch: Batch, e: StockItem.Counted, position: int) -> None:
+        item = self._row(batch, e)
+        if e.difference != e.counted_quantity - item["on_hand"]:
+            raise ProjectionInconsistency(
+                f"stocktake of {item['sku_id']}@{item['warehouse_id']} records a difference of {e.difference} "
+                f"from {item['on_hand']} on hand to {e.counted_quantity} counted: the read model has diverged"
             )
-        return {"on_hand": e.counted_quantity}
+        item["on_hand"] = e.counted_quantity
 
-    def _safety_stock_set(self, conn: Connection, item: Any, e: StockItem.SafetyStockSet) -> dict[str, Any]:
-        return {"safety_stock": e.safety_stock, "reorder_quantity": e.reorder_quantity}
+    @handles(StockItem.SafetyStockSet)
+    def _safety_stock_set(self, batch: Batch, e: StockItem.SafetyStockSet, position: int) -> None:
+        self._row(batch, e).update(safety_stock=e.safety_stock, reorder_quantity=e.reorder_quantity)
 
-    def _low_stock_detected(self, conn: Connection, item: Any, e: StockItem.LowStockDetected) -> dict[str, Any]:
-        if item.low_stock:
-            raise ValueError(f"stock item {item.sku_id}@{item.warehouse_id} is already flagged low")
-        conn.execute(
-            insert(self.tables["stock_reorder_suggestions"]).values(
-                sku_id=item.sku_id,
-                warehouse_id=item.warehouse_id,
-                opened_version=e.originator_version,
-                suggested_quantity=e.suggested_reorder_quantity,
-                available_when_opened=e.available,
-                safety_stock=e.safety_stock,
-                opened_at=e.timestamp,
-                closed_at=None,
-                available_when_closed=None,
-            )
+    @handles(StockItem.LowStockDetected)
+    def _low_stock_detected(self, batch: Batch, e: StockItem.LowStockDetected, position: int) -> None:
+        item = self._row(batch, e)
+        if item["low_stock"]:
+            raise ProjectionInconsistency(f"stock item {item['sku_id']}@{item['warehouse_id']} is already flagged low")
+        batch.rows("stock_reorder_suggestions").insert_new(
+            {
+                "stock_item_id": item["stock_item_id"],
+                "opened_version": e.originator_version,
+                "sku_id": item["sku_id"],
+                "warehouse_id": item["warehouse_id"],
+                "suggested_quantity": e.suggested_reorder_quantity,
+                "available_when_opened": e.available,
+                "safety_stock": e.safety_stock,
+                "opened_at": e.timestamp,
+                "closed_at": None,
+                "available_when_closed": None,
+            }
         )
-        return {"low_stock": True}
+        item.update(low_stock=True, alert_version=e.originator_version)
 
-    def _low_stock_cleared(self, conn: Connection, item: Any, e: StockItem.LowStockCleared) -> dict[str, Any]:
-        if not item.low_stock:
-            raise ValueError(f"stock item {item.sku_id}@{item.warehouse_id} is not flagged low; nothing to clear")
-        suggestions = self.tables["stock_reorder_suggestions"]
-        closed = conn.execute(
-            update(suggestions)
-            .where(
-                suggestions.c.sku_id == item.sku_id,
-                suggestions.c.warehouse_id == item.warehouse_id,
-                suggestions.c.closed_at.is_(None),
+    @handles(StockItem.LowStockCleared)
+    def _low_stock_cleared(self, batch: Batch, e: StockItem.LowStockCleared, position: int) -> None:
+        item = self._row(batch, e)
+        if not item["low_stock"]:
+            raise ProjectionInconsistency(
+                f"stock item {item['sku_id']}@{item['warehouse_id']} is not flagged low; nothing to clear"
             )
-            .values(closed_at=e.timestamp, available_when_closed=e.available)
+        batch.rows("stock_reorder_suggestions").update(
+            (item["stock_item_id"], item["alert_version"]), closed_at=e.timestamp, available_when_closed=e.available
         )
-        if closed.rowcount != 1:
-            raise ValueError(f"stock item {item.sku_id}@{item.warehouse_id} has {closed.rowcount} open suggestions")
-        return {"low_stock": False}
-
-    _handlers: ClassVar[dict[type[DomainEvent], Callable[..., dict[str, Any]]]] = {
-        StockItem.Registered: _registered,
-        StockItem.Received: _received,
-        StockItem.Reserved: _reserved,
-        StockItem.ReservationReleased: _released,
-        StockItem.ReservationConfirmed: _confirmed,
-        StockItem.Dispatched: _dispatched,
-        StockItem.ReturnRestocked: _restocked,
-        StockItem.ReturnWrittenOff: _return_written_off,
-        StockItem.WrittenOff: _written_off,
-        StockItem.Counted: _counted,
-        StockItem.SafetyStockSet: _safety_stock_set,
-        StockItem.LowStockDetected: _low_stock_detected,
-        StockItem.LowStockCleared: _low_stock_cleared,
-    }
-    handles = tuple(_handlers)
+        item.update(low_stock=False, alert_version=None)
 
 
 # -- queries --------------------------------------------------------------------------------
@@ -335,23 +351,20 @@ class ReorderSuggestion:
         return self.closed_at is None
 
 
-class StockQueries:
+class StockQueries(Queries):
     """Read the stock tables; ``now`` decides which reservations are still active."""
 
+    projection = StockProjection
+
     def __init__(self, bind: Engine | Connection, tables: Mapping[str, Table]) -> None:
-        self.bind = bind
+        super().__init__(bind, tables)
         self.items = tables["stock_items"]
         self.reservations_table = tables["stock_reservations"]
         self.suggestions = tables["stock_reorder_suggestions"]
 
-    @classmethod
-    def live(cls, engine: Engine) -> Self:
-        """Queries over the live tables."""
-        return cls(engine, StockProjection.define_tables(MetaData(), live_name))
-
     def _active(self, now: datetime) -> Any:
         r = self.reservations_table
-        return or_(r.c.confirmed.is_(True), r.c.expires_at > now)
+        return or_(r.c.confirmed.is_(True), r.c.expires_at > require_aware(now))
 
     def _levels_query(self, now: datetime) -> Any:
         i, r = self.items, self.reservations_table
@@ -370,7 +383,7 @@ class StockQueries:
             .select_from(
                 i.outerjoin(
                     r,
-                    and_(r.c.sku_id == i.c.sku_id, r.c.warehouse_id == i.c.warehouse_id, self._active(now)),
+                    and_(r.c.stock_item_id == i.c.stock_item_id, self._active(now)),
                 )
             )
             .group_by(
@@ -384,12 +397,6 @@ class StockQueries:
             )
             .order_by(i.c.sku_id, i.c.warehouse_id)
         )
-
-    def _read(self, query: Any) -> list[Any]:
-        if isinstance(self.bind, Connection):
-            return list(self.bind.execute(query))
-        with self.bind.connect() as conn:
-            return list(conn.execute(query))
 
     @staticmethod
     def _level(row: Any) -> StockLevel:
@@ -413,7 +420,7 @@ class StockQueries:
             query = query.where(self.items.c.sku_id == sku_id)
         if warehouse_id is not None:
             query = query.where(self.items.c.warehouse_id == warehouse_id)
-        return [self._level(row) for row in self._read(query)]
+        return [self._level(row) for row in self.read(query)]
 
     def level(self, sku_id: str, warehouse_id: str, now: datetime) -> StockLevel | None:
         found = self.levels(now, sku_id=sku_id, warehouse_id=warehouse_id)
@@ -465,7 +472,7 @@ class StockQueries:
                 expires_at=row.expires_at,
                 active=bool(row.active),
             )
-            for row in self._read(query)
+            for row in self.read(query)
         ]
 
     def reorder_suggestions(self, *, open_only: bool = True) -> list[ReorderSuggestion]:
@@ -485,5 +492,5 @@ class StockQueries:
                 closed_at=row.closed_at,
                 available_when_closed=row.available_when_closed,
             )
-            for row in self._read(query)
+            for row in self.read(query)
         ]

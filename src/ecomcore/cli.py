@@ -11,10 +11,12 @@ on stderr and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import Any, TextIO
 
 from eventsourcing.persistence import PersistenceError
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,6 +27,8 @@ from ecomcore.domain.money import format_amount
 from ecomcore.infrastructure.clock import Clock, ManualClock, SystemClock
 from ecomcore.infrastructure.settings import DEFAULT_STORE_URL, Settings
 from ecomcore.simulation import DaySummary, simulate_trading_day
+
+log = logging.getLogger("ecomcore.cli")
 
 #: A fresh store's simulated day starts on Double 11 (双十一), so runs are repeatable.
 DEMO_START = datetime(2026, 11, 11, 8, 0, tzinfo=UTC)
@@ -41,16 +45,59 @@ def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | No
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error argparse has already reported
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    configure_logging(getattr(args, "log_level", None))
     try:
         return args.command(args)
     except EcomcoreError as error:
+        log.debug("%s", error.code, exc_info=True)
         return _fail(error.code, error.message)
     except (PersistenceError, SQLAlchemyError) as error:
         # The store could not be opened or reached: the user's to fix, not a bug.
+        log.debug("store_unavailable", exc_info=True)
         return _fail("store_unavailable", _first_line(error))
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(level: str | None) -> None:
+    """Log lines on stderr: ``--log-level``, else ``$ECOMCORE_LOG_LEVEL``, else info."""
+    chosen = (level or os.environ.get("ECOMCORE_LOG_LEVEL") or "info").lower()
+    if chosen not in LOG_LEVELS:
+        chosen = "info"
+    logger = logging.getLogger("ecomcore")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(chosen.upper())
+    logger.propagate = False
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged (not when the handler was made)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=None,
+        help="how much to log on stderr (default: $ECOMCORE_LOG_LEVEL, else info; debug adds tracebacks)",
+    )
 
 
 def _fail(code: str, message: str) -> int:
@@ -87,12 +134,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     demo.add_argument("--seed", metavar="S", type=int, default=7,
                       help="random seed: on a fresh store the same seed gives the same day (default %(default)s)")
     demo.set_defaults(command=run_demo)
+    add_log_level(demo)
 
     sweep = commands.add_parser("sweep", help="expire overdue checkouts and coupons, complete orders, once")
     sweep.add_argument("--store", metavar="URL", help=store_help)
     sweep.add_argument("--now", metavar="ISO8601", type=_moment, default=None,
                        help="the moment to sweep as of, ISO 8601 (naive means UTC; default: the system clock)")
     sweep.set_defaults(command=run_sweep)
+    add_log_level(sweep)
     return parser, commands
 
 

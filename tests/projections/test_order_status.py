@@ -9,13 +9,13 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from ecomcore_projections.base import ProjectionError, UtcDateTime
+from ecomcore_projections.base import ProjectionFailed, UtcDateTime
 from ecomcore_projections.order_status import (
-    OrderStatusInconsistency,
     OrderStatusProjection,
     OrderStatusQueries,
 )
-from ecomcore_projections.runner import Projector, ReadModels, rebuild
+from ecomcore_projections.rebuild import rebuild
+from ecomcore_projections.runner import Projector, ReadModels
 from eventsourcing.utils import get_topic
 from shop_fixtures import START, campaign, stocked_shop
 from sqlalchemy import Engine, MetaData, Table, create_engine, select
@@ -210,13 +210,11 @@ def project_in_batches(store, engine: Engine, label: str, size: int, *, cold: bo
             projection = OrderStatusProjection(tables, store)
         if roll_back_first:
             with pytest.raises(RolledBack), engine.begin() as conn:
-                for n in batch:
-                    projection.apply(conn, store.mapper.to_domain_event(n), n.id)
+                projection.apply_batch(conn, [(n.id, store.mapper.to_domain_event(n)) for n in batch])
                 raise RolledBack
             projection.forget()
         with engine.begin() as conn:
-            for n in batch:
-                projection.apply(conn, store.mapper.to_domain_event(n), n.id)
+            projection.apply_batch(conn, [(n.id, store.mapper.to_domain_event(n)) for n in batch])
     return dump(engine, tables)
 
 
@@ -493,21 +491,21 @@ def test_a_repeated_or_missing_event_is_refused(shop, clock, store_url, read_mod
     projection = OrderStatusProjection(read_models.tables["order_status"], shop.store)
     first = shop.store.mapper.to_domain_event(found[0])
     with engine.begin() as conn:
-        projection.apply(conn, first, found[0].id)
-    with pytest.raises(OrderStatusInconsistency, match="row is at version 1, not 0"), engine.begin() as conn:
-        projection.apply(conn, first, found[0].id)
+        projection.apply_batch(conn, [(found[0].id, first)])
+    with pytest.raises(ProjectionFailed, match="row is at version 1, not 0"), engine.begin() as conn:
+        projection.apply_batch(conn, [(found[0].id, first)])
     projection.forget()
     later = next(n for n in found[1:] if n.originator_id == found[0].originator_id and n.originator_version == 3)
-    with pytest.raises(OrderStatusInconsistency, match="row is at version 1, not 2"), engine.begin() as conn:
-        projection.apply(conn, shop.store.mapper.to_domain_event(later), later.id)
+    with pytest.raises(ProjectionFailed, match="row is at version 1, not 2"), engine.begin() as conn:
+        projection.apply_batch(conn, [(later.id, shop.store.mapper.to_domain_event(later))])
     checkout_placed = shop.store.mapper.to_domain_event(
         shop.store.recorder.select_notifications(1, 1, topics=[get_topic(Checkout.Placed)])[0]
     )
-    with pytest.raises(OrderStatusInconsistency, match="does not handle"), engine.begin() as conn:
-        projection.apply(conn, checkout_placed, 1)
+    with pytest.raises(ProjectionFailed, match="does not handle"), engine.begin() as conn:
+        projection.apply_batch(conn, [(1, checkout_placed)])
     # Through the runner: the batch fails as a whole, naming the event, and the position stays.
     projector = Projector(shop.store, read_models, names=["order_status"])
-    with pytest.raises(ProjectionError, match="Order.Placed"):
+    with pytest.raises(ProjectionFailed, match="Order.Placed"):
         projector.apply("order_status", found[:3])
     assert read_models.position("order_status") == 0
 

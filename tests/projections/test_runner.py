@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 
 import pytest
-from ecomcore_projections.base import Projection, ProjectionError
-from ecomcore_projections.runner import Projector, ReadModels, dump, rebuild
+from ecomcore_projections.base import Projection, ProjectionFailed, SchemaMismatch, handles
+from ecomcore_projections.rebuild import rebuild
+from ecomcore_projections.rows import Batch
+from ecomcore_projections.runner import Projector, ReadModels, StoredPosition, dump
 from shop_fixtures import open_shop, stock_catalogue
-from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, text, update
 
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.stock_item import StockItem
@@ -18,7 +23,6 @@ class StockMoves(Projection):
     """Test projection: per stock item, how many events and the last event type and position."""
 
     name = "stock_moves"
-    handles = (StockItem.Received, StockItem.Reserved, StockItem.Registered)
     fail_on: int | None = None
 
     @classmethod
@@ -33,17 +37,21 @@ class StockMoves(Projection):
             )
         }
 
-    def apply(self, conn: Connection, event: DomainEvent, position: int) -> None:
+    def prepare(self, batch: Batch, events) -> None:
+        batch.load("moves", ((str(e.originator_id),) for _, e in events))
+
+    @handles(StockItem.Received, StockItem.Reserved, StockItem.Registered)
+    def _moved(self, batch: Batch, event: DomainEvent, position: int) -> None:
         if position == type(self).fail_on:
             raise ValueError("cannot apply this one")
-        table = self.tables["moves"]
+        moves = batch.rows("moves")
         key = str(event.originator_id)
-        found = conn.execute(select(table.c.events).where(table.c.aggregate_id == key)).scalar()
+        row = moves.get((key,))
         values = {"last_type": type(event).__name__, "last_position": position}
-        if found is None:
-            conn.execute(insert(table).values(aggregate_id=key, events=1, **values))
+        if row is None:
+            moves.insert({"aggregate_id": key, "events": 1, **values})
         else:
-            conn.execute(update(table).where(table.c.aggregate_id == key).values(events=found + 1, **values))
+            row.update(events=row["events"] + 1, **values)
 
 
 @pytest.fixture
@@ -125,13 +133,13 @@ def test_batch_size_does_not_change_the_result(shop, tmp_path):
 
 
 def test_an_event_that_cannot_be_applied_stops_the_projection_naming_it(shop, read_models):
-    """A failing event raises ProjectionError naming its position, aggregate and type; its batch is not applied."""
+    """A failing event raises ProjectionFailed naming its position, aggregate and type; its batch is not applied."""
     trade(shop)
     topics_of_interest = shop.store.recorder.select_notifications(1, 10_000)
     reserved = next(n for n in topics_of_interest if n.topic.endswith("StockItem.Reserved"))
     StockMoves.fail_on = reserved.id
     projector = Projector(shop.store, read_models, batch_size=2)
-    with pytest.raises(ProjectionError) as caught:
+    with pytest.raises(ProjectionFailed) as caught:
         projector.catch_up()
     error = caught.value
     assert error.position == reserved.id and type(error.event) is StockItem.Reserved
@@ -164,18 +172,131 @@ def test_rebuild_swaps_in_a_fresh_copy_and_check_reports_differences(shop, read_
     assert not any(name.endswith("_shadow") for name in names)
 
 
-def test_two_workers_on_one_projection_apply_each_event_once(shop, read_models):
-    """Two projectors racing on the same projection end with each event applied once."""
-    import threading
+def test_handles_marks_give_the_topics_and_the_dispatch():
+    """@handles derives a projection's handled events; an event without a handler is refused."""
+    assert set(StockMoves.handles) == {StockItem.Received, StockItem.Reserved, StockItem.Registered}
 
-    trade(shop, receipts=30)
-    first = Projector(shop.store, read_models, batch_size=2)
-    second = Projector(shop.store, read_models, batch_size=3)
-    threads = [threading.Thread(target=p.catch_up) for p in (first, second)]
+
+# ---------------------------------------------------------------------- workers started together
+
+
+@pytest.fixture
+def demo_store(store_url):
+    """A small demo day on each backend; the read models go into the store's own (fresh) database."""
+    from ecomcore_projections.cli import main as ecomcore
+
+    assert ecomcore(["demo", "--store", store_url, "--orders", "15", "--seed", "4", "--no-projections"]) == 0
+    return store_url
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_workers_started_together_in_threads_all_live(demo_store, workers):
+    """N workers (threads) released at the same moment on an empty read-model database: none fails, and
+    every projection ends equal to a rebuild from zero. Failures inside the threads fail the test."""
+    from ecomcore.infrastructure.settings import Settings
+    from ecomcore.infrastructure.store import EventStore
+
+    barrier = threading.Barrier(workers)
+    failures: list[BaseException] = []
+    applied: list[int] = []
+
+    def work() -> None:
+        try:
+            store = EventStore(Settings(store_url=demo_store))
+            try:
+                barrier.wait(timeout=30)
+                read_models = ReadModels(demo_store)
+                try:
+                    applied.append(Projector(store, read_models, batch_size=7).run())
+                finally:
+                    read_models.dispose()
+            finally:
+                store.close()
+        except BaseException as error:  # collected and asserted below
+            failures.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-    report = rebuild(shop.store, read_models, "stock_moves", check=True)
-    assert report.differences == ()
-    assert read_models.position("stock_moves") == shop.store.recorder.max_notification_id()
+        thread.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a worker did not finish"
+    assert failures == [], "\n".join(f"{type(e).__name__}: {e}" for e in failures)
+    assert len(applied) == workers
+    _assert_equal_to_a_rebuild(demo_store)
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_worker_processes_started_together_all_exit_0(demo_store, workers):
+    """N `ecomcore project --until-caught-up` processes started together on an empty read-model database
+    all exit 0, and the read models equal a rebuild from zero."""
+    command = [sys.executable, "-m", "ecomcore_projections.cli", "project", "--store", demo_store,
+               "--read-models", demo_store, "--until-caught-up", "--batch-size", "7"]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(workers)]
+    try:
+        outcomes = [(p.wait(timeout=300), p.stderr.read().decode()) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+            p.stdout.close()
+            p.stderr.close()
+    assert [code for code, _ in outcomes] == [0] * workers, "\n".join(err for _, err in outcomes)
+    _assert_equal_to_a_rebuild(demo_store)
+
+
+def _assert_equal_to_a_rebuild(url: str) -> None:
+    from ecomcore.infrastructure.settings import Settings
+    from ecomcore.infrastructure.store import EventStore
+
+    store = EventStore(Settings(store_url=url))
+    read_models = ReadModels(url)
+    try:
+        head = store.recorder.max_notification_id()
+        for name in read_models.classes:
+            assert read_models.position(name) == head
+            assert rebuild(store, read_models, name, check=True).differences == ()
+    finally:
+        read_models.dispose()
+        store.close()
+
+
+# ---------------------------------------------------------------------- schema versions
+
+
+def test_a_changed_schema_version_is_refused_until_rebuilt(shop, read_models, monkeypatch):
+    """Tables written by another schema version stop the worker with a message naming the projection and
+    the rebuild that fixes it; `rebuild` recreates the tables, after which the worker runs again."""
+    trade(shop)
+    Projector(shop.store, read_models).catch_up()
+    before = rows(read_models)
+    monkeypatch.setattr(StockMoves, "schema_version", StockMoves.schema_version + 1)
+    shop.receive_stock(sku_id="A1", warehouse_id="w1", quantity=1, reference="after upgrade")
+    with pytest.raises(SchemaMismatch, match=r"stock_moves .* run `ecomcore rebuild stock_moves`"):
+        Projector(shop.store, read_models).catch_up()
+    assert rows(read_models) == before  # nothing applied with the old tables
+    with pytest.raises(SchemaMismatch):
+        rebuild(shop.store, read_models, "stock_moves", check=True)
+    report = rebuild(shop.store, read_models, "stock_moves")
+    assert report.position == shop.store.recorder.max_notification_id()
+    assert read_models.stored("stock_moves").schema_version == StockMoves.schema_version
+    shop.receive_stock(sku_id="A1", warehouse_id="w1", quantity=1, reference="after rebuild")
+    assert Projector(shop.store, read_models).catch_up() == 1
+    assert rebuild(shop.store, read_models, "stock_moves", check=True).differences == ()
+
+
+def test_position_tables_from_before_schema_versions_count_as_version_1(tmp_path):
+    """A read-model database written before schema versions were recorded gets the column, and its
+    projections count as version 1 (so a projection at version 2 asks for a rebuild)."""
+    url = f"sqlite:///{tmp_path}/old.sqlite"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE rm_projection_positions (name VARCHAR(100) PRIMARY KEY, "
+                          "position BIGINT NOT NULL, updated_at VARCHAR(40) NOT NULL)"))
+        conn.execute(text("INSERT INTO rm_projection_positions VALUES ('stock_moves', 3, 'then')"))
+    engine.dispose()
+    models = ReadModels(url, projections={"stock_moves": StockMoves})
+    try:
+        assert models.stored("stock_moves") == StoredPosition(position=3, schema_version=1)
+    finally:
+        models.dispose()

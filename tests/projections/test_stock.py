@@ -6,8 +6,9 @@ from datetime import timedelta
 from uuid import uuid4
 
 import pytest
-from ecomcore_projections.base import live_name
-from ecomcore_projections.runner import Projector, ReadModels, rebuild
+from ecomcore_projections.base import ProjectionFailed, live_name
+from ecomcore_projections.rebuild import rebuild
+from ecomcore_projections.runner import Projector, ReadModels
 from ecomcore_projections.stock import StockProjection, StockQueries
 from eventsourcing.utils import get_topic
 from shop_fixtures import START, open_shop, stock_catalogue
@@ -222,19 +223,21 @@ def _event(cls, version, **facts):
 def test_unexpected_events_raise(bare):
     """A gap in versions, an unknown item or reservation, or an unhandled event stops the projection."""
     engine, projection = bare
-    with pytest.raises(LookupError, match="never registered"), engine.begin() as conn:
-        projection.apply(conn, _event(StockItem.Received, 2, quantity=1, reference="x"), 1)
+    with pytest.raises(ProjectionFailed, match="never registered"), engine.begin() as conn:
+        projection.apply_batch(conn, [(1, _event(StockItem.Received, 2, quantity=1, reference="x"))])
     with engine.begin() as conn:
         registered = _event(StockItem.Registered, 1, sku_id="A1", warehouse_id="w1", safety_stock=0, reorder_quantity=0)
-        projection.apply(conn, registered, 1)
-    with pytest.raises(ValueError, match="must be version 2, got 3"), engine.begin() as conn:
-        projection.apply(conn, _event(StockItem.Received, 3, quantity=1, reference="x"), 2)
-    with pytest.raises(LookupError, match="holds no reservation"), engine.begin() as conn:
-        projection.apply(conn, _event(StockItem.ReservationReleased, 2, order_id=uuid4(), quantity=1, reason="x"), 2)
-    with pytest.raises(ValueError, match="not flagged low"), engine.begin() as conn:
-        projection.apply(conn, _event(StockItem.LowStockCleared, 2, available=1), 2)
-    with pytest.raises(TypeError, match="does not handle"), engine.begin() as conn:
-        projection.apply(conn, DomainEvent(originator_id=uuid4(), originator_version=1, timestamp=START), 2)
+        projection.apply_batch(conn, [(1, registered)])
+    with pytest.raises(ProjectionFailed, match="must be version 2, got 3"), engine.begin() as conn:
+        projection.apply_batch(conn, [(2, _event(StockItem.Received, 3, quantity=1, reference="x"))])
+    with pytest.raises(ProjectionFailed, match="holds no reservation"), engine.begin() as conn:
+        released = _event(StockItem.ReservationReleased, 2, order_id=uuid4(), quantity=1, reason="x")
+        projection.apply_batch(conn, [(2, released)])
+    with pytest.raises(ProjectionFailed, match="not flagged low"), engine.begin() as conn:
+        projection.apply_batch(conn, [(2, _event(StockItem.LowStockCleared, 2, available=1))])
+    with pytest.raises(ProjectionFailed, match="does not handle"), engine.begin() as conn:
+        stranger = DomainEvent(originator_id=stock_item_id("A1", "w1"), originator_version=2, timestamp=START)
+        projection.apply_batch(conn, [(2, stranger)])
 
 
 def test_a_simulated_trading_day_matches_the_stock_items(tmp_path):

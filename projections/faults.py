@@ -1,0 +1,87 @@
+"""Which faults a worker waits out, and how long it waits between tries.
+
+A transient fault is one the database or the network will get over by itself: the
+server restarting or shutting a connection, a connection refused or dropped, SQLite
+busy or locked.  Everything else (a constraint violated, a table missing, bad data) is
+a fault of the data or the code, and retrying it would only repeat it.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from dataclasses import dataclass, field
+
+import psycopg
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError as SqlInterfaceError
+from sqlalchemy.exc import OperationalError as SqlOperationalError
+
+from ecomcore import EcomcoreError
+
+#: Words of SQLite's OperationalError that mean "try again later" (others, like
+#: "no such table", are not transient).
+_SQLITE_TRANSIENT = ("locked", "busy", "disk i/o error", "unable to open database")
+
+try:  # psycopg_pool is what the eventsourcing PostgreSQL recorder pools connections with.
+    from psycopg_pool import PoolTimeout
+except ImportError:  # pragma: no cover - psycopg_pool ships with eventsourcing[postgres]
+    PoolTimeout = TimeoutError  # type: ignore[misc,assignment]
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for faults that waiting out can cure (checked along the chain of causes)."""
+    if isinstance(error, EcomcoreError):
+        return False  # our own verdicts (a projection failed, a schema mismatch) are final
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _is_transient_one(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _is_transient_one(error: BaseException) -> bool:
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, sqlite3.OperationalError):
+        return _sqlite_says_wait(error)
+    if isinstance(error, (SqlOperationalError, SqlInterfaceError)):
+        original = error.orig
+        if isinstance(original, sqlite3.OperationalError):
+            return _sqlite_says_wait(original)
+        return isinstance(original, (psycopg.OperationalError, psycopg.InterfaceError))
+    if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)):
+        return True
+    if isinstance(error, (StoreOperationalError, StoreInterfaceError)):
+        cause = error.__cause__
+        return _sqlite_says_wait(cause) if isinstance(cause, sqlite3.OperationalError) else True
+    return isinstance(error, ConnectionError)
+
+
+def _sqlite_says_wait(error: sqlite3.Error) -> bool:
+    message = str(error).lower()
+    return any(word in message for word in _SQLITE_TRANSIENT)
+
+
+@dataclass
+class Backoff:
+    """Capped exponential back-off with a little jitter: 0.5 s, 1 s, 2 s, … up to 30 s."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.1
+    _next: float = field(default=0.0, init=False)
+
+    def next_delay(self) -> float:
+        delay = self._next or self.initial
+        self._next = min(self.maximum, delay * self.factor)
+        return delay * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def reset(self) -> None:
+        self._next = 0.0
