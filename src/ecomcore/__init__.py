@@ -23,6 +23,7 @@ from ecomcore.domain.catalogue import Merchant, Promotion, Sku, Warehouse
 from ecomcore.domain.coupon import CouponState, IssueChannel, Validity
 from ecomcore.domain.errors import (
     AlreadyExists,
+    AmountTooLarge,
     CampaignRefused,
     ConcurrencyConflict,
     CouponNotUsable,
@@ -49,12 +50,25 @@ from ecomcore.domain.pricing import (
     Scope,
 )
 from ecomcore.domain.shipment import ShipmentState
+from ecomcore.domain.values import (
+    MAX_AMOUNT,
+    MAX_QUANTITY,
+    MAX_STOCK_QUANTITY,
+    MAX_UNIT_PRICE,
+    MAX_WEIGHT_G,
+)
 from ecomcore.infrastructure.clock import Clock, ManualClock, SystemClock
 from ecomcore.infrastructure.settings import Settings
 
 __all__ = [
+    "MAX_AMOUNT",
+    "MAX_QUANTITY",
+    "MAX_STOCK_QUANTITY",
+    "MAX_UNIT_PRICE",
+    "MAX_WEIGHT_G",
     "PLATFORM",
     "AlreadyExists",
+    "AmountTooLarge",
     "CampaignRefused",
     "CancelReason",
     "CartItem",

@@ -6,21 +6,51 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.catalogue import Id
 from ecomcore.domain.coupon import IssueChannel, Validity
 from ecomcore.domain.order import CancelReason, OrderState, RefundStatus
 from ecomcore.domain.pricing import CouponTerms
+from ecomcore.domain.values import (
+    LINE_MAX_LENGTH,
+    MAX_AMOUNT,
+    MAX_CART_LINES,
+    MAX_QUANTITY,
+    BoundedAmount,
+    Line,
+    Moment,
+    Prose,
+    Quantity,
+    SingleLineText,
+    StockQuantity,
+)
 
-Text = Annotated[str, Field(min_length=1, max_length=200)]
 ExternalId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
-Quantity = Annotated[int, Field(gt=0, le=1_000_000, strict=True)]
 LineNo = Annotated[int, Field(ge=1, le=10_000)]
 #: Units by order line number, e.g. ``{1: 2, 3: 1}``.
-LineUnits = Annotated[dict[LineNo, Quantity], Field(min_length=1, max_length=200)]
-Marked = Annotated[dict[LineNo, Annotated[int, Field(ge=0, le=1_000_000, strict=True)]], Field(max_length=200)]
+LineUnits = Annotated[dict[LineNo, Quantity], Field(min_length=1, max_length=MAX_CART_LINES)]
+Marked = Annotated[
+    dict[LineNo, Annotated[int, Field(ge=0, le=MAX_QUANTITY, strict=True)]], Field(max_length=MAX_CART_LINES)
+]
+#: A carrier's scan status, e.g. "in transit" (a ``varchar(64)`` column).
+TrackingStatus = Annotated[str, Field(min_length=1, max_length=64), SingleLineText]
+#: Where a scan happened; may be empty.
+TrackingLocation = Annotated[str, Field(max_length=LINE_MAX_LENGTH), SingleLineText]
+
+
+def _coupon_amounts_bounded(terms: CouponTerms) -> CouponTerms:
+    """Coupon events record the terms unbounded (history must load): bound them here."""
+    for name in ("amount_off", "threshold", "cap"):
+        value = getattr(terms, name)
+        if value is not None and value > MAX_AMOUNT:
+            raise ValueError(f"{name} must be at most {MAX_AMOUNT}, got {value}")
+    return terms
+
+
+#: Coupon terms a new campaign may have: every amount at most ``MAX_AMOUNT``.
+CampaignTerms = Annotated[CouponTerms, AfterValidator(_coupon_amounts_bounded)]
 
 
 class Command(BaseModel):
@@ -30,34 +60,34 @@ class Command(BaseModel):
 class SetUpStock(Command):
     sku_id: Id
     warehouse_id: Id
-    safety_stock: int = Field(0, ge=0, strict=True)
-    reorder_quantity: int = Field(0, ge=0, strict=True)
+    safety_stock: StockQuantity = 0
+    reorder_quantity: StockQuantity = 0
 
 
 class ReceiveStock(Command):
     sku_id: Id
     warehouse_id: Id
     quantity: Quantity
-    reference: Text
+    reference: Line
 
 
 class CountStock(Command):
     sku_id: Id
     warehouse_id: Id
-    counted_quantity: int = Field(ge=0, strict=True)
-    reason: Text = "stocktake"
+    counted_quantity: StockQuantity
+    reason: Prose = "stocktake"
 
 
 class WriteOffStock(Command):
     sku_id: Id
     warehouse_id: Id
     quantity: Quantity
-    reason: Text
+    reason: Prose
 
 
 class CreateCampaign(Command):
-    name: Text
-    terms: CouponTerms
+    name: Line
+    terms: CampaignTerms
     claim_starts_at: AwareDatetime
     claim_ends_at: AwareDatetime
     validity: Validity
@@ -83,12 +113,29 @@ class CartItem(Command):
     quantity: Quantity
 
 
+def _lines_bounded(items: tuple[CartItem, ...]) -> tuple[CartItem, ...]:
+    """Items of one SKU become one order line: its units are bounded like an item's."""
+    units: dict[str, int] = {}
+    for item in items:
+        units[item.sku_id] = units.get(item.sku_id, 0) + item.quantity
+    over = sorted(sku_id for sku_id, n in units.items() if n > MAX_QUANTITY)
+    if over:
+        raise ValueError(f"at most {MAX_QUANTITY} units of one SKU per cart; too many of {', '.join(over)}")
+    return items
+
+
+#: A cart: 1 to ``MAX_CART_LINES`` items, at most ``MAX_QUANTITY`` units of each SKU.
+Cart = Annotated[
+    tuple[CartItem, ...], Field(min_length=1, max_length=MAX_CART_LINES), AfterValidator(_lines_bounded)
+]
+
+
 class Checkout(Command):
     customer_id: Id
-    items: tuple[CartItem, ...] = Field(min_length=1, max_length=200)
+    items: Cart
     merchant_coupon_ids: tuple[UUID, ...] = Field((), max_length=50)
     platform_coupon_id: UUID | None = None
-    shipping_address: Text
+    shipping_address: Prose
     #: Retrying a checkout with the same request id returns the first checkout.
     client_request_id: ExternalId | None = None
 
@@ -101,13 +148,13 @@ class Checkout(Command):
 
 class RecommendCoupons(Command):
     customer_id: Id
-    items: tuple[CartItem, ...] = Field(min_length=1, max_length=200)
+    items: Cart
 
 
 class Pay(Command):
     checkout_id: UUID
     payment_id: ExternalId
-    amount: int = Field(ge=0, strict=True)
+    amount: BoundedAmount
     provider_txn: ExternalId
 
 
@@ -118,15 +165,15 @@ class Cancel(Command):
 
 class Dispatch(Command):
     shipment_id: UUID
-    carrier: Text
+    carrier: Line
     tracking_number: ExternalId
 
 
 class UpdateTracking(Command):
     shipment_id: UUID
-    occurred_at: AwareDatetime
-    status: Annotated[str, Field(min_length=1, max_length=64)]
-    location: Annotated[str, Field(max_length=200)] = ""
+    occurred_at: Moment
+    status: TrackingStatus
+    location: TrackingLocation = ""
 
 
 class Deliver(Command):
@@ -135,7 +182,7 @@ class Deliver(Command):
 
 class ReportDeliveryFailure(Command):
     shipment_id: UUID
-    reason: Text
+    reason: Prose
 
 
 class ConfirmReceipt(Command):
@@ -149,7 +196,7 @@ class RefundOnly(Command):
     order_id: UUID
     refund_id: ExternalId  # the payment provider's refund id
     lines: LineUnits
-    reason: Text
+    reason: Prose
     #: Take the units from this parcel only (e.g. the one that was lost); by default
     #: units not dispatched go first, then lost ones, then delivered ones.
     shipment_id: UUID | None = None
@@ -159,7 +206,7 @@ class RequestReturn(Command):
     order_id: UUID
     customer_id: Id
     lines: LineUnits
-    reason: Text
+    reason: Prose
     #: Retrying with the same request id names the same return.
     request_id: ExternalId | None = None
 
@@ -172,13 +219,13 @@ class ApproveReturn(Command):
 class RejectReturn(Command):
     order_id: UUID
     return_id: UUID
-    reason: Text
+    reason: Prose
 
 
 class ShipReturn(Command):
     order_id: UUID
     return_id: UUID
-    carrier: Text
+    carrier: Line
     tracking_number: ExternalId
 
 

@@ -64,6 +64,7 @@ from ecomcore.domain.shipment import (
     shipment_id_for,
 )
 from ecomcore.domain.stock_item import StockItem, stock_item_id
+from ecomcore.domain.values import require_amount_within
 from ecomcore.infrastructure.catalogue import open_catalogue
 from ecomcore.infrastructure.clock import Clock, SystemClock
 from ecomcore.infrastructure.log_index import CouponOwners
@@ -326,6 +327,9 @@ class Shop:
             allocations = self._allocate(uow, by_merchant, quantities, warehouses, now)
             coupons = self._coupons_for(uow, c, set(by_merchant), now)
             price = price_checkout(self._carts(by_merchant, quantities, coupons, now), coupons.get(None))
+            # One Pay settles the checkout, and no amount may exceed MAX_AMOUNT; this also
+            # bounds freight, which the inputs alone do not (see ecomcore.domain.values).
+            require_amount_within("the checkout's payable", price.payable)
             platform_coupon_id = c.platform_coupon_id
             order_ids = tuple(order_id_for(checkout_id, merchant_id) for merchant_id in by_merchant)
             for order_id, order_price in zip(order_ids, price.orders, strict=True):

@@ -13,12 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ecomcore.domain.money import Amount
 from ecomcore.domain.pricing import FreightTemplate, PromotionTerms
+from ecomcore.domain.values import Line, UnitPrice, UnitWeight
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 
 
-class Sku(BaseModel):
-    """A SKU (库存量单位): one sellable variant of a product (SPU)."""
+class RecordedSku(BaseModel):
+    """A SKU as an order recorded it (``OrderLine.sku``, inside ``Order.Placed``).
+
+    Recorded history must always load, so this keeps the looser rules SKUs were once
+    registered under; new SKUs come through :class:`Sku`, whose values are bounded.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     sku_id: Id
@@ -32,12 +37,25 @@ class Sku(BaseModel):
     title: str = Field(min_length=1, max_length=200)
 
 
+class Sku(RecordedSku):
+    """A SKU (库存量单位): one sellable variant of a product (SPU).
+
+    Bounded so that every order of it fits the read models (see ``ecomcore.domain.values``).
+    """
+
+    unit_price: UnitPrice
+    #: Of one unit, in grams.
+    weight_g: UnitWeight
+    title: Line
+
+
 class Warehouse(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     warehouse_id: Id
-    region: str = Field(min_length=1)
-    #: 1 is the first choice; larger numbers are tried later.
-    priority: int = Field(ge=1)
+    region: Line
+    #: 1 is the first choice; larger numbers are tried later (the catalogue keeps it
+    #: in a 32-bit integer column).
+    priority: int = Field(ge=1, le=2**31 - 1)
 
 
 class Merchant(BaseModel):
@@ -45,7 +63,7 @@ class Merchant(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     merchant_id: Id
-    name: str = Field(min_length=1)
+    name: Line
     freight: FreightTemplate | None = None
 
 

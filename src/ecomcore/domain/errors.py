@@ -113,6 +113,12 @@ class ReturnRefused(DomainError):
     code = "return_refused"
 
 
+class AmountTooLarge(DomainError):
+    """An amount the command would produce (a checkout's payable, say) exceeds what one amount may be."""
+
+    code = "amount_too_large"
+
+
 class ConcurrencyConflict(EcomcoreError):
     """Other writers kept changing the same aggregates; the command gave up after retrying."""
 

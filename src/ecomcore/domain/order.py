@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ecomcore.domain.after_sales import (
     LineRefundable,
@@ -34,7 +34,7 @@ from ecomcore.domain.after_sales import (
     ReturnStatus,
 )
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, applies
-from ecomcore.domain.catalogue import Sku
+from ecomcore.domain.catalogue import RecordedSku
 from ecomcore.domain.errors import IllegalTransition, NotFound, RefundRefused, ReturnRefused
 from ecomcore.domain.pricing import unit_refund
 
@@ -90,7 +90,7 @@ class OrderLine(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     line_no: int = Field(ge=1)
-    sku: Sku
+    sku: RecordedSku
     quantity: int = Field(gt=0)
     gross: int = Field(ge=0)
     promotion_discount: int = Field(ge=0)
@@ -98,6 +98,15 @@ class OrderLine(BaseModel):
     platform_coupon_discount: int = Field(ge=0)
     net: int = Field(ge=0)
     allocations: tuple[Allocation, ...]
+
+    @field_validator("sku", mode="before")
+    @classmethod
+    def _record_sku(cls, sku: Any) -> Any:
+        """Keep the SKU's data as a plain ``RecordedSku`` (not the catalogue's ``Sku``), so
+        a line read back from the store equals the line that was recorded."""
+        if isinstance(sku, RecordedSku) and type(sku) is not RecordedSku:
+            return sku.model_dump()
+        return sku
 
 
 class PlannedParcel(BaseModel):

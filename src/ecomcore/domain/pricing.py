@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from ecomcore.domain.errors import CouponNotUsable
 from ecomcore.domain.money import Amount
+from ecomcore.domain.values import BoundedAmount, PositiveBoundedAmount
 
 #: ``CouponTerms.funding`` of a coupon the platform pays for (平台券).
 PLATFORM = "platform"
@@ -206,7 +207,11 @@ class CouponKind(StrEnum):
 
 
 class CouponTerms(_Value):
-    """What a coupon gives, on which goods, and who pays for it."""
+    """What a coupon gives, on which goods, and who pays for it.
+
+    Coupon events record these terms, so their amounts are bounded where a campaign is
+    created (``CreateCampaign``), not here: recorded history must always load.
+    """
 
     kind: CouponKind
     amount_off: _StrictInt | None = None
@@ -271,8 +276,8 @@ class CouponTerms(_Value):
 
 
 class PromotionTier(_Value):
-    threshold: PositiveInt
-    amount_off: PositiveInt
+    threshold: PositiveBoundedAmount
+    amount_off: PositiveBoundedAmount
 
 
 class PromotionTerms(_Value):
@@ -303,10 +308,10 @@ class FreightTemplate(_Value):
 
     basis: FreightBasis = FreightBasis.WEIGHT
     first_unit: PositiveInt = 1000
-    first_fee: Amount
+    first_fee: BoundedAmount
     additional_unit: PositiveInt = 1000
-    additional_fee: Amount
-    free_threshold: Amount | None = None
+    additional_fee: BoundedAmount
+    free_threshold: BoundedAmount | None = None
 
     def fee(self, *, weight_g: int, item_count: int, goods_after_discounts: int) -> int:
         if weight_g < 0 or item_count < 0:
