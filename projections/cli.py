@@ -23,6 +23,8 @@ from dataclasses import asdict
 from datetime import datetime
 from types import FrameType
 
+from ecomcore_projections.base import describe_cause
+from ecomcore_projections.faults import Backoff, is_transient
 from ecomcore_projections.order_status import OrderStatusQueries
 from ecomcore_projections.progress import ProgressReporter
 from ecomcore_projections.rebuild import rebuild
@@ -60,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--follow", action="store_true", help="keep following until interrupted (SIGINT/SIGTERM)")
     project.add_argument("--poll", metavar="SECONDS", type=_seconds, default=_env_number("POLL", 0.5),
                          help="poll interval when idle (default: $ECOMCORE_POLL, else 0.5)")
-    project.add_argument("--batch-size", metavar="N", type=core_cli._positive_int,
+    project.add_argument("--batch-size", metavar="N", type=core_cli.whole_number(1),
                          default=int(_env_number("BATCH_SIZE", 1000)),
                          help="events per batch and transaction (default: $ECOMCORE_BATCH_SIZE, else 1000)")
     project.add_argument("--log-interval", metavar="SECONDS", type=_seconds, default=_env_number("LOG_INTERVAL", 10.0),
@@ -77,14 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuild_.add_argument("--check", action="store_true",
                           help="compare a rebuild with the live tables, print differences, exit 1 if any")
     _store_options(rebuild_, read_models_help)
-    rebuild_.add_argument("--batch-size", metavar="N", type=core_cli._positive_int,
+    rebuild_.add_argument("--batch-size", metavar="N", type=core_cli.whole_number(1),
                           default=int(_env_number("BATCH_SIZE", 1000)))
     rebuild_.set_defaults(command=run_rebuild)
 
     status = commands.add_parser("status", help="each projection's position, lag and schema version")
     _store_options(status, read_models_help)
     status.add_argument("--json", action="store_true", help="print JSON for machines")
-    status.add_argument("--max-lag", metavar="EVENTS", type=_non_negative_int, default=None,
+    status.add_argument("--max-lag", metavar="EVENTS", type=core_cli.whole_number(0), default=None,
                         help="exit 1 if any projection is more than EVENTS behind (or its schema is out of date)")
     status.set_defaults(command=run_status)
     for command in commands.choices.values():
@@ -116,16 +118,6 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -199,11 +191,28 @@ def _read_models_url(args: argparse.Namespace, store_url: str) -> str:
     return args.read_models or os.environ.get("ECOMCORE_READ_MODELS_URL") or store_url
 
 
-def _open(args: argparse.Namespace, *, create_tables: bool = True) -> tuple[EventStore, ReadModels]:
+#: Workers notice a PostgreSQL store that went away within about ten of these seconds
+#: (the library tries ten times), unless ``ECOMCORE_POSTGRES_CONNECT_TIMEOUT_S`` says otherwise.
+WORKER_CONNECT_TIMEOUT_S = 1
+
+
+def _open(
+    args: argparse.Namespace,
+    *,
+    create_tables: bool = True,
+    stop: threading.Event | None = None,
+    wait_for: float | None = 0.0,
+) -> tuple[EventStore, ReadModels]:
+    """The store and the read models; a store that cannot be reached yet is waited for,
+    with back-off, for ``wait_for`` seconds (None: until ``stop``)."""
     settings = Settings()
+    updates: dict[str, object] = {}
     if args.store:
-        settings = settings.model_copy(update={"store_url": args.store})
-    store = EventStore(settings)
+        updates["store_url"] = args.store
+    if "ECOMCORE_POSTGRES_CONNECT_TIMEOUT_S" not in os.environ:
+        updates["postgres_connect_timeout_s"] = WORKER_CONNECT_TIMEOUT_S
+    settings = settings.model_copy(update=updates)
+    store = _open_store(settings, stop or threading.Event(), wait_for)
     try:
         return store, ReadModels(_read_models_url(args, settings.store_url), create_tables=create_tables)
     except BaseException:
@@ -211,21 +220,45 @@ def _open(args: argparse.Namespace, *, create_tables: bool = True) -> tuple[Even
         raise
 
 
+def _open_store(settings: Settings, stop: threading.Event, wait_for: float | None) -> EventStore:
+    backoff = Backoff()
+    started = time.monotonic()
+    while True:
+        try:
+            return EventStore(settings)
+        except Exception as error:
+            waited = time.monotonic() - started
+            if not is_transient(error) or stop.is_set() or (wait_for is not None and waited >= wait_for):
+                raise
+            delay = backoff.next_delay()
+            log.warning("store unreachable (%s); retrying in %.1f s", describe_cause(error), delay)
+            if stop.wait(delay):
+                raise
+
+
 def run_project(args: argparse.Namespace) -> int:
-    store, read_models = _open(args)
     stop = threading.Event()
     _stop_on_signals(stop)
+    store, read_models = _open(args, create_tables=False, stop=stop,
+                               wait_for=None if args.follow else args.give_up_after)
     try:
         projector = Projector(store, read_models, names=[args.only] if args.only else None,
                               batch_size=args.batch_size, log_interval=args.log_interval)
         started = time.monotonic()
         if args.until_caught_up:
-            applied = projector.run(stop, give_up_after=args.give_up_after)
+            applied = projector.run(stop, give_up_after=args.give_up_after, create_tables=True)
         else:
-            applied = projector.run(stop, follow=True, poll_interval=args.poll)
+            applied = projector.run(stop, follow=True, poll_interval=args.poll, create_tables=True)
         elapsed = time.monotonic() - started
         print(f"applied {applied} events in {elapsed:.1f} s")
-        for lag in projector.lag():
+        try:
+            lags = projector.lag()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            print(f"  lag unknown: {describe_cause(error)}")  # stopped while a database is down
+            return core_cli.EXIT_OK
+        for lag in lags:
             print(f"  {lag.name:<16} position {lag.position:>9}  behind {lag.events_behind:>7} events"
                   f"  {lag.seconds_behind:>8.1f} s")
         return core_cli.EXIT_OK

@@ -118,7 +118,7 @@ class OrderStatusProjection(Projection):
     schema_version: ClassVar[int] = 2  # 2: 64-bit quantities and versions
     #: How many folded aggregates are kept between events (least recently used go first);
     #: a miss loads the aggregate from the store as it was just before the event.
-    cache_size: ClassVar[int] = 2_000
+    cache_size: ClassVar[int] = 5_000
 
     def __init__(self, tables: Mapping[str, Table], store: EventStore) -> None:
         super().__init__(tables, store)

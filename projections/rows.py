@@ -51,8 +51,8 @@ class TableRows:
         """Load these rows by primary key; keys not found are known to be absent."""
         wanted = [k for k in dict.fromkeys(keys) if k not in self._stored]
         for chunk in _chunks(wanted):
-            for row in conn.execute(self._s.select_keys, {"keys": self._s.unwrap(chunk)}):
-                self._remember(dict(row._mapping))
+            for row in _dicts(conn.execute(self._s.select_keys, {"keys": self._s.unwrap(chunk)})):
+                self._remember(row)
             for key in chunk:
                 if key not in self._stored:
                     self._stored[key] = _ABSENT
@@ -64,8 +64,7 @@ class TableRows:
         for chunk in _chunks(wanted):
             for first in chunk:
                 self._under.setdefault(first, set())
-            for row in conn.execute(self._s.select_firsts, {"firsts": chunk}):
-                values = dict(row._mapping)
+            for values in _dicts(conn.execute(self._s.select_firsts, {"firsts": chunk})):
                 if self._key(values) not in self._stored:
                     self._remember(values)
             self._complete.update(chunk)
@@ -166,20 +165,55 @@ class TableRows:
             elif row != stored:
                 updates.append(self._s.update_params(key, row))
         if deletes:
-            conn.execute(self._s.delete, deletes)
+            self._s.run(conn, "delete", deletes)
         if updates:
-            conn.execute(self._s.update, updates)
+            self._s.run(conn, "update", updates)
         if inserts:
-            conn.execute(self._s.insert, inserts)
+            self._s.run(conn, "insert", inserts)
 
     def _key(self, row: Mapping[str, Any]) -> Key:
         return tuple(row[c] for c in self.key_columns)
+
+
+class _Compiled:
+    """One statement compiled for one dialect, run by the driver over a list of rows.
+
+    Compiling once and handing the driver plain parameter lists skips SQLAlchemy's
+    per-row parameter processing; the columns' own bind processors still convert each
+    value (timestamps to naive UTC, and so on), exactly as SQLAlchemy would.
+    """
+
+    def __init__(self, statement: Any, dialect: Any, names: list[str]) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=names)
+        self.sql = compiled.string
+        self.order: list[str] | None = list(compiled.positiontup) if compiled.positional else None
+        binds = compiled.binds
+        self.processors = {
+            name: processor
+            for name, bind in binds.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
+
+    def run(self, conn: Connection, rows: list[Row]) -> None:
+        processors = self.processors
+        if processors:
+            rows = [
+                {name: (processors[name](value) if name in processors else value) for name, value in row.items()}
+                for row in rows
+            ]
+        if self.order is not None:
+            order = self.order
+            conn.exec_driver_sql(self.sql, [tuple(row[name] for name in order) for row in rows])
+        else:
+            conn.exec_driver_sql(self.sql, rows)
 
 
 class _Statements:
     """The prepared statements of one table, built once and reused for every batch."""
 
     def __init__(self, table: Table) -> None:
+        self.table = table
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
         self.key_columns = [c.name for c in table.primary_key.columns]
         if not self.key_columns:
             raise TypeError(f"table {table.name} has no primary key")
@@ -193,6 +227,18 @@ class _Statements:
         keys = key_cols[0] if len(key_cols) == 1 else tuple_(*key_cols)
         self.select_keys = select(table).where(keys.in_(bindparam("keys", expanding=True)))
         self.select_firsts = select(table).where(key_cols[0].in_(bindparam("firsts", expanding=True)))
+
+    def run(self, conn: Connection, kind: str, rows: list[Row]) -> None:
+        """Run the table's insert, update or delete over ``rows`` (one executemany)."""
+        dialect = conn.dialect
+        compiled = self._compiled.get((dialect.name, kind))
+        if compiled is None:
+            statement = {"insert": self.insert, "update": self.update, "delete": self.delete}[kind]
+            names = [c.name for c in self.table.columns]
+            if kind == "update":
+                names = [name for name in names if name not in self.key_columns]
+            compiled = self._compiled[(dialect.name, kind)] = _Compiled(statement, dialect, names)
+        compiled.run(conn, rows)
 
     def key_params(self, key: Key) -> Row:
         return dict(zip(self._key_names, key, strict=True))
@@ -248,6 +294,12 @@ class Batch:
 
 def statements_for(tables: Mapping[str, Table]) -> dict[str, _Statements]:
     return {name: _Statements(table) for name, table in tables.items()}
+
+
+def _dicts(result: Any) -> Iterator[Row]:
+    keys = list(result.keys())
+    for row in result:
+        yield dict(zip(keys, row, strict=True))
 
 
 def _chunks(items: list[Any]) -> Iterator[list[Any]]:

@@ -249,6 +249,9 @@ class Projector:
         self.batch_size = batch_size
         self.log_interval = log_interval
         self._targets: dict[str, _Target] = {}
+        #: The last position each target was seen at (for logging while a database is down).
+        self._seen: dict[str, int] = {}
+        self._report = _Reporter(self, log_interval)
         for name in list(names) if names is not None else list(read_models.classes):
             cls = read_models.projection_class(name)
             self._add(name, cls(read_models.tables[name], store))
@@ -291,20 +294,28 @@ class Projector:
         poll_interval: float = 0.5,
         give_up_after: float | None = 60.0,
         backoff: Backoff | None = None,
+        create_tables: bool = False,
     ) -> int:
         """Catch up (and with ``follow``, keep following until ``stop`` is set), retrying
         transient faults with capped exponential back-off; returns how many events were applied.
 
         Only a run that does not follow gives up, after ``give_up_after`` seconds of
-        faults in a row, with :class:`ReadModelsUnavailable`.
+        faults in a row, with :class:`ReadModelsUnavailable`.  With ``create_tables`` the
+        read-model tables are created first (waiting, like everything else, for a database
+        that cannot be reached yet).
         """
         stop = stop or threading.Event()
         backoff = backoff or Backoff()
         faulty_since: float | None = None
         applied = 0
-        log.info("projecting %s from position(s) %s", ", ".join(self._targets), self._positions_text())
+        tables_ready = not create_tables
+        log.info("projecting %s", ", ".join(self._targets))
         while not stop.is_set():
             try:
+                if not tables_ready:
+                    self.read_models.create_tables()
+                    tables_ready = True
+                    log.info("starting from position(s) %s", self._positions_text())
                 done = self.catch_up(stop=stop)
             except Exception as error:
                 if not is_transient(error):
@@ -331,15 +342,9 @@ class Projector:
         log.info("%s at position(s) %s", "stopped" if stop.is_set() else "caught up", self._positions_text())
         return applied
 
-    def follow(
-        self,
-        stop: threading.Event,
-        *,
-        poll_interval: float = 0.5,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> None:
+    def follow(self, stop: threading.Event, *, poll_interval: float = 0.5) -> int:
         """Catch up, then keep following the log until ``stop`` is set (faults are retried)."""
-        self.run(stop, follow=True, poll_interval=poll_interval)
+        return self.run(stop, follow=True, poll_interval=poll_interval)
 
     def catch_up(
         self,
@@ -351,10 +356,9 @@ class Projector:
         """Apply everything up to the head (as it was when each projection started) or
         ``until``, batch by batch, each in its own transaction; stops between batches
         once ``stop`` is set.  Returns how many events were applied."""
-        report = _Reporter(self, self.log_interval)
         applied = 0
         for key in self._targets:
-            applied += self._catch_up(key, progress, until=until, stop=stop, report=report)
+            applied += self._catch_up(key, progress, until=until, stop=stop, report=self._report)
             if stop is not None and stop.is_set():
                 break
         return applied
@@ -402,9 +406,11 @@ class Projector:
             except _WriteFailed:
                 count = self._apply_one_by_one(key, batch)  # find the event the database refuses
             applied += count
+            position = self.read_models.position(key)
+            self._seen[key] = position
             report.applied(key, count, end)
             if progress:
-                progress(key, self.read_models.position(key), end)
+                progress(key, position, end)
             if done:
                 break
         return applied
@@ -511,7 +517,14 @@ class Projector:
         return event.timestamp
 
     def _positions_text(self) -> str:
-        return ", ".join(f"{key} {self.read_models.position(key)}" for key in self._targets)
+        """The stored positions, or the last ones this projector saw while a database is down."""
+        try:
+            positions = {key: self.read_models.position(key) for key in self._targets}
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            positions = dict(self._seen)
+        return ", ".join(f"{key} {positions.get(key, '?')}" for key in self._targets)
 
 
 class _WriteFailed(Exception):
@@ -538,10 +551,8 @@ class _Reporter:
         if now - self.last < self.interval or not self.since_last:
             return
         rate = self.since_last / (now - self.last)
-        positions = ", ".join(
-            f"{name} {self.projector.read_models.position(name)} (behind {max(0, head - self.projector.read_models.position(name))})"
-            for name in self.counts
-        )
+        seen = self.projector._seen
+        positions = ", ".join(f"{name} {seen.get(name, 0)} (behind {max(0, head - seen.get(name, 0))})" for name in self.counts)
         log.info("applied %d events (%.0f events/s); head %d; %s", self.since_last, rate, head, positions)
         self.last, self.since_last = now, 0
 

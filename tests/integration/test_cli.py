@@ -203,3 +203,48 @@ def test_rebuild_usage_errors(capsys: pytest.CaptureFixture[str], sqlite_url: st
     assert code == 2 and "error [invalid_command]" in err
     code, _, err = run(capsys, "rebuild", "nosuch", "--store", sqlite_url)
     assert code == 2 and "error [unknown_projection]" in err
+
+
+def test_status_reports_lag_as_json_and_fails_a_health_check_past_max_lag(capsys, tmp_path):
+    """`status --json` on the demo's store shows every projection caught up; once more is traded without
+    projecting, `--max-lag 0` exits 1 and the JSON shows how far behind each projection is."""
+    import json
+
+    store = f"sqlite:///{tmp_path}/shop.sqlite"
+    assert run(capsys, "demo", "--store", store, "--orders", "10")[0] == 0
+    code, out, _ = run(capsys, "status", "--store", store, "--json", "--max-lag", "0")
+    report = json.loads(out)
+    assert code == 0 and report["healthy"] is True
+    assert {p["name"] for p in report["projections"]} == {"order_status", "stock", "reconciliation"}
+    head = report["projections"][0]["head"]
+    for projection in report["projections"]:
+        assert (projection["position"], projection["events_behind"]) == (head, 0)
+        assert projection["schema_version"] == projection["expected_schema_version"]
+    assert run(capsys, "demo", "--store", store, "--orders", "5", "--no-projections")[0] == 0
+    code, out, _ = run(capsys, "status", "--store", store, "--json", "--max-lag", "0")
+    report = json.loads(out)
+    assert code == 1 and report["healthy"] is False
+    assert all(p["events_behind"] > 0 and p["head"] > head for p in report["projections"])
+    code, out, _ = run(capsys, "status", "--store", store)
+    assert code == 0 and "order_status" in out and "behind" in out
+
+
+def test_a_projection_failure_is_one_line_without_sql(capsys, tmp_path):
+    """An event a projection cannot apply stops the worker with one line naming the projection, position,
+    aggregate, type and cause, exit 2, no traceback or SQL."""
+    from ecomcore_projections.runner import ReadModels
+    from sqlalchemy import update
+
+    store = f"sqlite:///{tmp_path}/shop.sqlite"
+    assert run(capsys, "demo", "--store", store, "--orders", "8")[0] == 0
+    models = ReadModels(store)
+    with models.engine.begin() as conn:  # the position forgets what the rows remember: a repeat
+        conn.execute(update(models.positions).where(models.positions.c.name == "reconciliation").values(position=0))
+    models.dispose()
+    code, out, err = run(capsys, "project", "--store", store, "--until-caught-up", "--only", "reconciliation")
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error [")]
+    assert len(errors) == 1, err
+    assert re.match(r"error \[projection_failed\]: projection reconciliation cannot apply event #\d+ "
+                    r"\(Order\.\w+ of aggregate [0-9a-f-]{36} v\d+\): ProjectionInconsistency: ", errors[0])
+    assert "Traceback" not in err and "[SQL:" not in err

@@ -27,3 +27,6 @@ class Settings(BaseSettings):
     cipher_key: str | None = None
     sqlite_lock_timeout_s: int = Field(30, ge=1)
     postgres_pool_size: int = Field(5, ge=1)
+    #: Seconds to wait for a PostgreSQL connection (also for a free pooled one); the
+    #: library tries 10 times, so a store that is down is noticed after about 10× this.
+    postgres_connect_timeout_s: int = Field(5, ge=1, le=300)

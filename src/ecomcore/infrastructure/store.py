@@ -97,6 +97,9 @@ class EventStore(Application[UUID]):
             SQLITE_LOCK_TIMEOUT=str(s.sqlite_lock_timeout_s),
             POSTGRES_POOL_SIZE=str(s.postgres_pool_size),
             POSTGRES_LOCK_TIMEOUT="30",
+            POSTGRES_CONNECT_TIMEOUT=str(s.postgres_connect_timeout_s),
+            # A pooled connection that a server restart broke is dropped, not handed out.
+            POSTGRES_PRE_PING="y",
         )
         if s.cipher_key:
             values.update(CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=s.cipher_key)
