@@ -1,0 +1,24 @@
+"""A simulated trading day on a Shop, so a newcomer sees the whole system work at once.
+
+One day of a small marketplace (Double 11): four merchants with freight templates, a
+dozen SKUs stocked in three warehouses, an automatic tiered promotion, platform and
+merchant coupon campaigns, and customers who check out multi-merchant carts, pay (on
+time, a few minutes later, or too late), cancel or walk away.  The warehouses dispatch
+in waves until each one's last truck, carriers report tracking, parcels are delivered
+(one fails), customers confirm receipt, the stock is counted in the evening, and a
+week later the sweeper completes the orders whose after-sales window has passed.
+
+Every choice comes from ``random.Random(seed)``, so the amounts of a run are the same
+for a seed on a fresh store.  Ids are not: the store may already hold earlier runs, so
+request, payment and waybill ids carry a fresh run token, and campaigns get new ids.
+
+Where things live: ``catalogue`` (what is sold, from where, and the day's campaigns),
+``script`` (the running order) with its steps ``opening``, ``trading``, ``shipping``,
+``stocktake`` and ``after_sales`` acting on a ``day.Day``, ``customers`` (their
+choices), and ``summary`` (the tally the steps keep and the ``DaySummary`` it becomes).
+"""
+
+from ecomcore.simulation.script import simulate_trading_day
+from ecomcore.simulation.summary import DaySummary, LowStockAlert
+
+__all__ = ["DaySummary", "LowStockAlert", "simulate_trading_day"]
