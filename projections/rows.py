@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, update
 
 from ecomcore_projections.base import ProjectionInconsistency
 
@@ -51,8 +51,9 @@ class TableRows:
         """Load these rows by primary key; keys not found are known to be absent."""
         wanted = [k for k in dict.fromkeys(keys) if k not in self._stored]
         for chunk in _chunks(wanted):
-            for row in _dicts(conn.execute(self._s.select_keys, {"keys": self._s.unwrap(chunk)})):
-                self._remember(row)
+            for row in _dicts(conn.execute(self._s.select_keys, self._s.key_values(chunk))):
+                if self._key(row) not in self._stored:
+                    self._remember(row)
             for key in chunk:
                 if key not in self._stored:
                     self._stored[key] = _ABSENT
@@ -153,8 +154,9 @@ class TableRows:
 
     def flush(self, conn: Connection) -> None:
         inserts: list[Row] = list(self._appended)
-        updates: list[Row] = []
+        updates: dict[tuple[str, ...], list[Row]] = {}
         deletes: list[Row] = []
+        key_columns = self.key_columns
         for key, row in self._current.items():
             stored = self._stored.get(key)
             if row is None:
@@ -162,12 +164,19 @@ class TableRows:
                     deletes.append(self._s.key_params(key))
             elif stored is None:
                 inserts.append(row)
-            elif row != stored:
-                updates.append(self._s.update_params(key, row))
+            else:
+                # Only the columns that changed: most events touch a few of a row's columns.
+                changed = {name: value for name, value in row.items() if stored[name] != value}
+                for name in key_columns:
+                    changed.pop(name, None)
+                if changed:
+                    columns = tuple(sorted(changed))
+                    changed.update(self._s.key_params(key))
+                    updates.setdefault(columns, []).append(changed)
         if deletes:
             self._s.run(conn, "delete", deletes)
-        if updates:
-            self._s.run(conn, "update", updates)
+        for columns, rows in updates.items():
+            self._s.run(conn, "update", rows, columns=list(columns))
         if inserts:
             self._s.run(conn, "insert", inserts)
 
@@ -213,7 +222,7 @@ class _Statements:
 
     def __init__(self, table: Table) -> None:
         self.table = table
-        self._compiled: dict[tuple[str, str], _Compiled] = {}
+        self._compiled: dict[tuple[str, ...], _Compiled] = {}
         self.key_columns = [c.name for c in table.primary_key.columns]
         if not self.key_columns:
             raise TypeError(f"table {table.name} has no primary key")
@@ -224,33 +233,31 @@ class _Statements:
         # Without .values(), an executemany UPDATE sets the columns its parameters name.
         self.update = update(table).where(matches)
         self.delete = delete(table).where(matches)
-        keys = key_cols[0] if len(key_cols) == 1 else tuple_(*key_cols)
-        self.select_keys = select(table).where(keys.in_(bindparam("keys", expanding=True)))
+        # Each key column IN its values: an index on the key serves it (a row-value IN list
+        # is a full scan on SQLite); the few extra rows it may bring are real rows, kept too.
+        self.select_keys = select(table).where(
+            and_(*(col.in_(bindparam(f"in_{col.name}", expanding=True)) for col in key_cols))
+        )
         self.select_firsts = select(table).where(key_cols[0].in_(bindparam("firsts", expanding=True)))
 
-    def run(self, conn: Connection, kind: str, rows: list[Row]) -> None:
-        """Run the table's insert, update or delete over ``rows`` (one executemany)."""
+    def run(self, conn: Connection, kind: str, rows: list[Row], *, columns: list[str] | None = None) -> None:
+        """Run the table's insert, update (of ``columns``) or delete over ``rows`` (one executemany)."""
         dialect = conn.dialect
-        compiled = self._compiled.get((dialect.name, kind))
+        names = columns if columns is not None else [c.name for c in self.table.columns]
+        cache_key = (dialect.name, kind, *names)
+        compiled = self._compiled.get(cache_key)
         if compiled is None:
             statement = {"insert": self.insert, "update": self.update, "delete": self.delete}[kind]
-            names = [c.name for c in self.table.columns]
-            if kind == "update":
-                names = [name for name in names if name not in self.key_columns]
-            compiled = self._compiled[(dialect.name, kind)] = _Compiled(statement, dialect, names)
+            compiled = self._compiled[cache_key] = _Compiled(statement, dialect, names)
         compiled.run(conn, rows)
 
     def key_params(self, key: Key) -> Row:
         return dict(zip(self._key_names, key, strict=True))
 
-    def update_params(self, key: Key, row: Row) -> Row:
-        """The non-key columns to set, and the key to find the row by."""
-        params = {name: value for name, value in row.items() if name not in self.key_columns}
-        params.update(self.key_params(key))
-        return params
 
-    def unwrap(self, keys: list[Key]) -> list[Any]:
-        return [k[0] for k in keys] if len(self.key_columns) == 1 else keys
+    def key_values(self, keys: list[Key]) -> Row:
+        """The parameters of ``select_keys`` for these keys: each key column's distinct values."""
+        return {f"in_{name}": list(dict.fromkeys(k[i] for k in keys)) for i, name in enumerate(self.key_columns)}
 
 
 class Batch:

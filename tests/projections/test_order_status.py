@@ -520,3 +520,23 @@ def test_timestamps_are_stored_as_naive_utc_and_read_back_aware():
     assert kind.process_result_value(stored, None).tzinfo == UTC
     with pytest.raises(ValueError, match="naive"):
         kind.process_bind_param(datetime(2026, 11, 11), None)
+
+
+def test_sqlite_timestamps_keep_the_text_sqlalchemy_writes(tmp_path):
+    """On SQLite the timestamps are written as the very text SQLAlchemy's DateTime writes (so tables made
+    before compare and sort alike) and read back as the same aware instant."""
+    from sqlalchemy import Column, DateTime, Integer, Table, create_engine, insert, select, text
+
+    engine = create_engine(f"sqlite:///{tmp_path}/t.sqlite")
+    metadata = MetaData()
+    table = Table("t", metadata, Column("id", Integer, primary_key=True), Column("fast", UtcDateTime),
+                  Column("plain", DateTime))
+    metadata.create_all(engine)
+    for n, moment in enumerate([datetime(2026, 11, 11, 16, 30, tzinfo=timezone(timedelta(hours=8))),
+                                datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)]):
+        with engine.begin() as conn:
+            conn.execute(insert(table).values(id=n, fast=moment, plain=moment.astimezone(UTC).replace(tzinfo=None)))
+            fast, plain = conn.execute(text("SELECT fast, plain FROM t WHERE id = :n"), {"n": n}).one()
+            assert fast == plain
+            assert conn.execute(select(table.c.fast).where(table.c.id == n)).scalar() == moment
+    engine.dispose()
