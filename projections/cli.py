@@ -1,10 +1,20 @@
-"""The ``ecomcore`` command with the read side: the core commands plus projector workers.
+"""The ``ecomcore`` command line: the core's commands and the read side's projector workers.
 
+    ecomcore demo    [--store URL] [--orders N] [--seed S] [--read-models URL] [--no-projections]
+    ecomcore sweep   [--store URL] [--now ISO8601]
     ecomcore project [--store URL] [--read-models URL] [--only NAME] (--until-caught-up | --follow)
     ecomcore rebuild [NAME | --all] [--check] [--store URL] [--read-models URL]
     ecomcore status  [--store URL] [--read-models URL] [--json] [--max-lag EVENTS]
 
-The core (``ecomcore.cli``) never imports the projections; this module adds them.
+Every command takes ``--log-level``. The store defaults to ``ECOMCORE_STORE_URL`` (else
+``sqlite:///ecomcore.sqlite``), the read models to ``ECOMCORE_READ_MODELS_URL`` (else the
+store's own database). Expected failures (a bad store URL, a refused command, an event a
+projection cannot apply) print ``error [code]: message`` on stderr and exit with status 2,
+without a traceback; ``rebuild --check`` and ``status --max-lag`` exit 1 when they find a
+difference or a lag.
+
+This is the one command-line module, in the outermost package: it uses the core's public
+API and the read side; the core never imports it.
 """
 
 from __future__ import annotations
@@ -18,10 +28,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
 from types import FrameType
+from typing import Any
 
 from ecomcore_projections.base import describe_cause
 from ecomcore_projections.faults import Backoff, is_transient
@@ -31,39 +43,141 @@ from ecomcore_projections.rebuild import rebuild
 from ecomcore_projections.reconciliation import ReconciliationQueries
 from ecomcore_projections.runner import REGISTRY, Projector, ReadModels
 from ecomcore_projections.stock import StockQueries
+from eventsourcing.persistence import PersistenceError
+from sqlalchemy.exc import SQLAlchemyError
 
-from ecomcore import cli as core_cli
+from ecomcore import Clock, EcomcoreError, ManualClock, Settings, Shop, SystemClock
 from ecomcore.domain.money import format_amount
-from ecomcore.infrastructure.clock import ManualClock
-from ecomcore.infrastructure.settings import Settings
+from ecomcore.infrastructure.settings import DEFAULT_STORE_URL
 from ecomcore.infrastructure.store import EventStore
-from ecomcore.simulation import simulate_trading_day
+from ecomcore.simulation import (
+    FIRST_TRADING_MORNING,
+    LowStockAlert,
+    count_rows,
+    simulate_trading_day,
+    state_and_stock_sections,
+    trading_morning,
+)
 
-log = logging.getLogger("ecomcore.projections")
+log = logging.getLogger("ecomcore.cli")
+#: What the projector workers report (the runner logs under the same name).
+worker_log = logging.getLogger("ecomcore.projections")
 
+EXIT_OK = 0
 EXIT_DIFFERENCES = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, commands = core_cli.build_parser()
-    read_models_help = "read-model database URL (default: $ECOMCORE_READ_MODELS_URL, else the store's own database)"
+    """Run one command and return its exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error argparse has already reported
+        return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    configure_logging(args.log_level)
+    try:
+        return args.command(args)  # type: ignore[no-any-return]
+    except EcomcoreError as error:
+        log.debug("%s", error.code, exc_info=True)
+        return fail(error.code, error.message)
+    except (PersistenceError, SQLAlchemyError) as error:
+        # The store could not be opened or reached: the user's to fix, not a bug.
+        log.debug("store_unavailable", exc_info=True)
+        return fail("store_unavailable", _first_line(error))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
-    demo = commands.choices["demo"]
-    demo.add_argument("--read-models", metavar="URL", help=read_models_help)
+
+def fail(code: str, message: str) -> int:
+    print(f"error [{code}]: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+# --------------------------------------------------------------------------- logging
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(level: str | None) -> None:
+    """Log lines on stderr: ``--log-level``, else ``$ECOMCORE_LOG_LEVEL``, else info."""
+    chosen = (level or os.environ.get("ECOMCORE_LOG_LEVEL") or "info").lower()
+    if chosen not in LOG_LEVELS:
+        chosen = "info"
+    logger = logging.getLogger("ecomcore")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(chosen.upper())
+    logger.propagate = False
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged (not when the handler was made)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- arguments
+
+STORE_HELP = (
+    "event store URL: sqlite:///path or postgresql://user:pw@host/db "
+    f"(default: $ECOMCORE_STORE_URL, else {DEFAULT_STORE_URL})"
+)
+READ_MODELS_HELP = "read-model database URL (default: $ECOMCORE_READ_MODELS_URL, else the store's own database)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecomcore", description="The event-sourced core of an e-commerce back office."
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run a simulated trading day and print what happened")
+    demo.add_argument("--store", metavar="URL", help=STORE_HELP)
+    demo.add_argument("--orders", metavar="N", type=whole_number(1), default=200,
+                      help="checkout attempts in the day (default %(default)s)")
+    demo.add_argument("--seed", metavar="S", type=int, default=7,
+                      help="random seed: on a fresh store the same seed gives the same day (default %(default)s)")
+    demo.add_argument("--read-models", metavar="URL", help=READ_MODELS_HELP)
     demo.add_argument("--no-projections", action="store_true",
                       help="only trade: leave the read models for a projector worker")
     demo.set_defaults(command=run_demo)
 
+    sweep = commands.add_parser("sweep", help="expire overdue checkouts and coupons, complete orders, once")
+    sweep.add_argument("--store", metavar="URL", help=STORE_HELP)
+    sweep.add_argument("--now", metavar="ISO8601", type=_moment, default=None,
+                       help="the moment to sweep as of, ISO 8601 (naive means UTC; default: the system clock)")
+    sweep.set_defaults(command=run_sweep)
+
+    poll, batch_size = _env_number("POLL", 0.5), int(_env_number("BATCH_SIZE", 1000))
     project = commands.add_parser("project", help="run projector workers: catch up, or follow the event log")
-    _store_options(project, read_models_help)
+    _store_options(project)
     project.add_argument("--only", metavar="NAME", choices=sorted(REGISTRY), help="one projection")
     mode = project.add_mutually_exclusive_group(required=True)
     mode.add_argument("--until-caught-up", action="store_true", help="apply everything up to the head, then stop")
     mode.add_argument("--follow", action="store_true", help="keep following until interrupted (SIGINT/SIGTERM)")
-    project.add_argument("--poll", metavar="SECONDS", type=_seconds, default=_env_number("POLL", 0.5),
+    project.add_argument("--poll", metavar="SECONDS", type=_seconds, default=poll,
                          help="poll interval when idle (default: $ECOMCORE_POLL, else 0.5)")
-    project.add_argument("--batch-size", metavar="N", type=core_cli.whole_number(1),
-                         default=int(_env_number("BATCH_SIZE", 1000)),
+    project.add_argument("--batch-size", metavar="N", type=whole_number(1), default=batch_size,
                          help="events per batch and transaction (default: $ECOMCORE_BATCH_SIZE, else 1000)")
     project.add_argument("--log-interval", metavar="SECONDS", type=_seconds, default=_env_number("LOG_INTERVAL", 10.0),
                          help="log progress at most this often (default: $ECOMCORE_LOG_INTERVAL, else 10)")
@@ -78,26 +192,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuild_.add_argument("--all", action="store_true", help="every projection")
     rebuild_.add_argument("--check", action="store_true",
                           help="compare a rebuild with the live tables, print differences, exit 1 if any")
-    _store_options(rebuild_, read_models_help)
-    rebuild_.add_argument("--batch-size", metavar="N", type=core_cli.whole_number(1),
-                          default=int(_env_number("BATCH_SIZE", 1000)))
+    _store_options(rebuild_)
+    rebuild_.add_argument("--batch-size", metavar="N", type=whole_number(1), default=batch_size)
     rebuild_.set_defaults(command=run_rebuild)
 
     status = commands.add_parser("status", help="each projection's position, lag and schema version")
-    _store_options(status, read_models_help)
+    _store_options(status)
     status.add_argument("--json", action="store_true", help="print JSON for machines")
-    status.add_argument("--max-lag", metavar="EVENTS", type=core_cli.whole_number(0), default=None,
+    status.add_argument("--max-lag", metavar="EVENTS", type=whole_number(0), default=None,
                         help="exit 1 if any projection is more than EVENTS behind (or its schema is out of date)")
     status.set_defaults(command=run_status)
+
     for command in commands.choices.values():
-        if not any(action.dest == "log_level" for action in command._actions):
-            core_cli.add_log_level(command)
-    return core_cli.main(argv, parser)
+        command.add_argument(
+            "--log-level", choices=LOG_LEVELS, default=None,
+            help="how much to log on stderr (default: $ECOMCORE_LOG_LEVEL, else info; debug adds tracebacks)",
+        )
+    return parser
 
 
-def _store_options(parser: argparse.ArgumentParser, read_models_help: str) -> None:
-    parser.add_argument("--store", metavar="URL", help=core_cli.STORE_HELP)
-    parser.add_argument("--read-models", metavar="URL", help=read_models_help)
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", metavar="URL", help=STORE_HELP)
+    parser.add_argument("--read-models", metavar="URL", help=READ_MODELS_HELP)
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date and time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def _env_number(name: str, default: float) -> float:
@@ -111,38 +260,38 @@ def _env_number(name: str, default: float) -> float:
         raise SystemExit(f"ecomcore: error: ECOMCORE_{name}: {error}") from None
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
+def _read_models_url(args: argparse.Namespace, store_url: str) -> str:
+    return args.read_models or os.environ.get("ECOMCORE_READ_MODELS_URL") or store_url
+
+
+# --------------------------------------------------------------------------- demo and sweep
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """The simulated day, then the projections in-process; the summary comes from the read models."""
-    clock = ManualClock(core_cli.DEMO_START)
-    with core_cli._open_shop(args.store, clock) as shop:
-        clock.set(core_cli._trading_morning(shop))
+    """The simulated day, then (unless --no-projections) the projections in-process, so that
+    the summary's states, stock and reconciliation come from the read models."""
+    clock = ManualClock(FIRST_TRADING_MORNING)
+    with Shop(args.store, clock=clock, settings=Settings()) as shop:
+        clock.set(trading_morning(shop))
         print(f"simulating {args.orders} checkouts on {shop.settings.store_url}", file=sys.stderr)
-        summary = simulate_trading_day(
-            shop, clock, orders=args.orders, seed=args.seed, progress=core_cli._progress_line(sys.stderr)
-        )
-        if args.no_projections:
-            print(core_cli.render_summary(summary, orders=args.orders, seed=args.seed))
-            return core_cli.EXIT_OK
-        read_models = ReadModels(_read_models_url(args, shop.settings.store_url))
-        try:
-            with ProgressReporter() as progress:
-                applied = Projector(shop.store, read_models).catch_up(progress=progress)
-            log.info("projected %d events into the read models", applied)
-            sections = read_model_sections(read_models, clock.now(), shop.settings.currency)
-        finally:
-            read_models.dispose()
-    print(core_cli.render_summary(summary, orders=args.orders, seed=args.seed, sections=sections))
-    return core_cli.EXIT_OK
+        with ProgressReporter(unit="attempts") as progress:
+            summary = simulate_trading_day(
+                shop, clock, orders=args.orders, seed=args.seed, progress=partial(progress, "orders")
+            )
+        sections = None if args.no_projections else _project_in_process(shop, args, clock.now())
+    print(summary.render(orders=args.orders, seed=args.seed, sections=sections))
+    return EXIT_OK
+
+
+def _project_in_process(shop: Shop, args: argparse.Namespace, now: datetime) -> list[str]:
+    read_models = ReadModels(_read_models_url(args, shop.settings.store_url))
+    try:
+        with ProgressReporter() as progress:
+            applied = Projector(shop.store, read_models).catch_up(progress=progress)
+        worker_log.info("projected %d events into the read models", applied)
+        return read_model_sections(read_models, now, shop.settings.currency)
+    finally:
+        read_models.dispose()
 
 
 def read_model_sections(read_models: ReadModels, now: datetime, currency: str) -> list[str]:
@@ -155,41 +304,46 @@ def read_model_sections(read_models: ReadModels, now: datetime, currency: str) -
     def money(amount: int) -> str:
         return format_amount(amount, currency)
 
-    balances = ledger.balances()
-    lines = [
-        "",
-        "Orders by state (read model)",
-        *core_cli._rows((state.value, n) for state, n in orders.count_by_state().items()),
-        "",
-        "Stock left (available, all warehouses)",
-        *core_cli._rows((total.sku_id, total.available) for total in stock.totals(now)),
-        "",
-        "Low-stock alerts (reorder suggestions)",
-        *(
-            f"  {level.sku_id} in {level.warehouse_id}: available {level.available}, "
-            f"safety stock {level.safety_stock}"
-            for level in stock.low_stock(now)
-        ),
+    alerts = [
+        LowStockAlert(sku_id=level.sku_id, warehouse_id=level.warehouse_id,
+                      available=level.available, safety_stock=level.safety_stock)
+        for level in stock.low_stock(now)
     ]
-    if not stock.low_stock(now):
-        lines.append("  none")
+    balances = ledger.balances()
+    settlements = ledger.settlements()
     discrepancies = ledger.discrepancies()
-    lines += [
+    return [
+        *state_and_stock_sections(
+            orders.count_by_state(),
+            {total.sku_id: total.available for total in stock.totals(now)},
+            alerts,
+            orders_title="Orders by state (read model)",
+        ),
         "",
         "Reconciliation (ledger)",
         f"  {'money at the provider':<26}{money(balances.get('provider_cash', 0))}",
         f"  {'platform subsidy paid':<26}{money(balances.get('platform:subsidy', 0))}",
-        f"  {'merchant settlements':<26}{len({s.merchant_id for s in ledger.settlements()})} merchants, "
-        f"{money(sum(s.owed for s in ledger.settlements()))} owed",
+        (
+            f"  {'merchant settlements':<26}{len({s.merchant_id for s in settlements})} merchants, "
+            f"{money(sum(s.owed for s in settlements))} owed"
+        ),
         f"  {'discrepancies':<26}{len(discrepancies) or 'none'}",
         *(f"    {d.kind}: {d.message}" for d in discrepancies[:20]),
     ]
-    return lines
 
 
-def _read_models_url(args: argparse.Namespace, store_url: str) -> str:
-    return args.read_models or os.environ.get("ECOMCORE_READ_MODELS_URL") or store_url
+def run_sweep(args: argparse.Namespace) -> int:
+    clock: Clock = ManualClock(args.now) if args.now else SystemClock()
+    with Shop(args.store, clock=clock, settings=Settings()) as shop:
+        now = clock.now()
+        counts = shop.sweep(now)
+    print(f"Sweep as of {now.isoformat(timespec='seconds')}")
+    for line in count_rows((name.replace("_", " "), count) for name, count in counts.items()):
+        print(line)
+    return EXIT_OK
 
+
+# --------------------------------------------------------------------------- projector workers
 
 #: Workers notice a PostgreSQL store that went away within about ten of these seconds
 #: (the library tries ten times), unless ``ECOMCORE_POSTGRES_CONNECT_TIMEOUT_S`` says otherwise.
@@ -231,7 +385,7 @@ def _open_store(settings: Settings, stop: threading.Event, wait_for: float | Non
             if not is_transient(error) or stop.is_set() or (wait_for is not None and waited >= wait_for):
                 raise
             delay = backoff.next_delay()
-            log.warning("store unreachable (%s); retrying in %.1f s", describe_cause(error), delay)
+            worker_log.warning("store unreachable (%s); retrying in %.1f s", describe_cause(error), delay)
             if stop.wait(delay):
                 raise
 
@@ -257,11 +411,11 @@ def run_project(args: argparse.Namespace) -> int:
             if not is_transient(error):
                 raise
             print(f"  lag unknown: {describe_cause(error)}")  # stopped while a database is down
-            return core_cli.EXIT_OK
+            return EXIT_OK
         for lag in lags:
             print(f"  {lag.name:<16} position {lag.position:>9}  behind {lag.events_behind:>7} events"
                   f"  {lag.seconds_behind:>8.1f} s")
-        return core_cli.EXIT_OK
+        return EXIT_OK
     finally:
         read_models.dispose()
         store.close()
@@ -280,9 +434,7 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(
             {
-                "projections": [
-                    {**asdict(s), "schema_ok": s.schema_ok} for s in statuses
-                ],
+                "projections": [{**asdict(s), "schema_ok": s.schema_ok} for s in statuses],
                 "max_lag": args.max_lag,
                 "healthy": not unhealthy,
             },
@@ -295,22 +447,22 @@ def run_status(args: argparse.Namespace) -> int:
             if not s.schema_ok:
                 schema += f" (needs v{s.expected_schema_version}: run `ecomcore rebuild {s.name}`)"
             print(f"{s.name:<16}{s.position:>10}{s.head:>10}{s.events_behind:>9}{s.seconds_behind:>10.1f}  {schema}")
-    return EXIT_DIFFERENCES if unhealthy else core_cli.EXIT_OK
+    return EXIT_DIFFERENCES if unhealthy else EXIT_OK
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
     if args.all == bool(args.name):
-        return core_cli._fail("invalid_command", "name one projection, or pass --all")
+        return fail("invalid_command", "name one projection, or pass --all")
     store, read_models = _open(args)
     try:
         names = list(read_models.classes) if args.all else [args.name]
         read_models.projection_class(names[0])
-        failed = False
         with ProgressReporter() as progress:
-            reports = []
-            for name in names:
-                reports.append(rebuild(store, read_models, name, check=args.check, batch_size=args.batch_size,
-                                       progress=progress))
+            reports = [
+                rebuild(store, read_models, name, check=args.check, batch_size=args.batch_size, progress=progress)
+                for name in names
+            ]
+        failed = False
         for report in reports:
             if not args.check:
                 print(f"rebuilt {report.name}: {report.events} events, position {report.position}")
@@ -321,7 +473,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
                     print(f"  {difference}")
             else:
                 print(f"{report.name}: live tables equal a rebuild from zero (position {report.position})")
-        return EXIT_DIFFERENCES if failed else core_cli.EXIT_OK
+        return EXIT_DIFFERENCES if failed else EXIT_OK
     finally:
         read_models.dispose()
         store.close()
@@ -331,7 +483,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
     """SIGTERM and SIGINT stop the worker between batches; it then exits 0."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        log.info("%s received: stopping after this batch", signal.Signals(signum).name)
+        worker_log.info("%s received: stopping after this batch", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)

@@ -33,8 +33,7 @@ class ProgressReporter:
             if bar is None:
                 bar = self._bars[label] = tqdm(desc=label, total=total, unit=self.unit, file=self.stream, leave=True)
             bar.total = max(total, done)
-            bar.n = done
-            bar.refresh()
+            bar.update(done - bar.n)  # update(), not n =: tqdm's rate needs the increments
             return
         now = time.monotonic()
         if done >= total or now - self._logged.get(label, 0.0) >= self.interval:

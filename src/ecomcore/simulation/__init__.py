@@ -15,10 +15,25 @@ request, payment and waybill ids carry a fresh run token, and campaigns get new 
 Where things live: ``catalogue`` (what is sold, from where, and the day's campaigns),
 ``script`` (the running order) with its steps ``opening``, ``trading``, ``shipping``,
 ``stocktake`` and ``after_sales`` acting on a ``day.Day``, ``customers`` (their
-choices), and ``summary`` (the tally the steps keep and the ``DaySummary`` it becomes).
+choices), ``summary`` (the tally the steps keep, the ``DaySummary`` it becomes, and how
+it reads), and ``morning`` (when a day opens on a store that may hold earlier runs).
 """
 
+from ecomcore.simulation.morning import FIRST_TRADING_MORNING, trading_morning
 from ecomcore.simulation.script import simulate_trading_day
-from ecomcore.simulation.summary import DaySummary, LowStockAlert
+from ecomcore.simulation.summary import (
+    DaySummary,
+    LowStockAlert,
+    count_rows,
+    state_and_stock_sections,
+)
 
-__all__ = ["DaySummary", "LowStockAlert", "simulate_trading_day"]
+__all__ = [
+    "FIRST_TRADING_MORNING",
+    "DaySummary",
+    "LowStockAlert",
+    "count_rows",
+    "simulate_trading_day",
+    "state_and_stock_sections",
+    "trading_morning",
+]

@@ -1,4 +1,5 @@
-"""What the day did: the tallies the script keeps while it runs, and the summary they become.
+"""What the day did: the tallies the script keeps while it runs, the summary they become,
+and the summary as a person reads it.
 
 The tallies are only what the shop cannot answer afterwards (refused checkouts, money
 taken on time, what the sweep reported…); everything else the summary reads back from
@@ -9,6 +10,7 @@ earlier runs.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from uuid import UUID
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ecomcore.application.commands import CheckoutReceipt, PaymentReceipt, RefundReceipt
 from ecomcore.application.shop import Shop
+from ecomcore.domain.money import format_amount
 from ecomcore.domain.order import CancelReason, OrderState
 from ecomcore.domain.shipment import ShipmentState
 from ecomcore.simulation.catalogue import LISTINGS, stocked_items
@@ -72,6 +75,73 @@ class DaySummary(BaseModel):
     units_damaged: int
     #: Coupons that became available again because their orders were refunded in full.
     coupons_returned: int
+
+    def render(self, *, orders: int, seed: int, sections: Sequence[str] | None = None) -> str:
+        """The day in a few lines a person can read: the headline figures, then ``sections``
+        (by default the shop's own ``state_and_stock_sections``; the read side passes its own,
+        from its read models)."""
+        if sections is None:
+            sections = state_and_stock_sections(self.orders_by_state, self.stock_left, self.low_stock_alerts)
+        return "\n".join([
+            f"Trading day {self.trading_day:%Y-%m-%d} (seed {seed}, {orders} checkout attempts)",
+            "",
+            *self._figures(),
+            *sections,
+        ])
+
+    def _figures(self) -> list[str]:
+        def money(amount: int) -> str:
+            return format_amount(amount, self.currency)
+
+        figures = {
+            "checkouts placed": self.checkouts_placed,
+            "refused for stock": self.checkouts_refused_for_stock,
+            "cancelled by customers": self.checkouts_cancelled,
+            "expired unpaid": self.checkouts_expired,
+            "money taken": money(self.money_taken),
+            "late payments refunded": f"{self.late_payments_refunded} ({money(self.late_payments_refunded_amount)})",
+            "coupons issued": f"{self.coupons_issued} ({self.coupons_expired_by_sweep} expired unused)",
+            "shipments": f"{self.shipments_dispatched} dispatched, {self.shipments_delivered} delivered, "
+            f"{self.shipments_failed} failed",
+            "stocktake shortage": f"{self.stocktake_shortage} unit(s) fewer than reserved",
+            "refunds only": f"{self.refunds_only} ({money(self.refunds_only_amount)})",
+            "returns": f"{self.returns_requested} requested, {self.returns_rejected} rejected, "
+            f"{self.returns_refunded} refunded ({money(self.returns_refunded_amount)})",
+            "returned units": f"{self.units_restocked} restocked, {self.units_damaged} damaged",
+            "coupons returned": self.coupons_returned,
+        }
+        return [f"  {label:<26}{value}" for label, value in figures.items()]
+
+
+def state_and_stock_sections(
+    orders_by_state: Mapping[OrderState, int],
+    stock_left: Mapping[str, int],
+    low_stock_alerts: Iterable[LowStockAlert],
+    *,
+    orders_title: str = "Orders by state",
+) -> list[str]:
+    """The summary's sections on orders by state, stock left and reorder suggestions, each
+    after a blank line; whoever counts them (the shop, or a read model) prints them alike."""
+    alerts = [
+        f"  {alert.sku_id} in {alert.warehouse_id}: available {alert.available}, safety stock {alert.safety_stock}"
+        for alert in low_stock_alerts
+    ]
+    return [
+        "",
+        orders_title,
+        *count_rows((state.value, count) for state, count in orders_by_state.items()),
+        "",
+        "Stock left (available, all warehouses)",
+        *count_rows(stock_left.items()),
+        "",
+        "Low-stock alerts (reorder suggestions)",
+        *(alerts or ["  none"]),
+    ]
+
+
+def count_rows(rows: Iterable[tuple[str, int]]) -> list[str]:
+    """One indented line per name, its count right-aligned."""
+    return [f"  {name:<24}{count:>5}" for name, count in rows]
 
 
 @dataclass
