@@ -49,7 +49,7 @@ from sqlalchemy import (
 from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, project
 from ecomcore.domain.money import format_amount
-from ecomcore.domain.order import Order, OrderState, RefundStatus
+from ecomcore.domain.order import CompletionKind, Order, OrderState, RefundStatus
 from ecomcore.domain.shipment import Shipment, ShipmentState
 from ecomcore.infrastructure.store import EventStore
 
@@ -102,13 +102,13 @@ SHIPMENT_EVENTS: tuple[type[DomainEvent], ...] = (
     Shipment.Delivered,
     Shipment.Failed,
     Shipment.Cancelled,
-    Shipment.Shrunk,
+    Shipment.UnitsWithdrawn,
     Shipment.ReturnSent,
-    Shipment.Received,
+    Shipment.ReturnCheckedIn,
 )
 #: Shipment events that create the parcel, and those that change its items.
 _SHIPMENT_CREATED = (Shipment.Planned, Shipment.ReturnSent)
-_ITEMS_CHANGED = (Shipment.Planned, Shipment.ReturnSent, Shipment.Shrunk, Shipment.Received)
+_ITEMS_CHANGED = (Shipment.Planned, Shipment.ReturnSent, Shipment.UnitsWithdrawn, Shipment.ReturnCheckedIn)
 
 
 class OrderStatusProjection(Projection):
@@ -460,7 +460,7 @@ def _order_values(order: Order, event: DomainEvent, before: Row | None, position
         "shipping_address": order.shipping_address,
         "open_returns": sum(1 for case in order.returns.values() if case.is_open),
         "cancel_reason": event.reason.value if cancelled else kept("cancel_reason"),
-        "completion": event.how if completed else kept("completion"),
+        "completion": event.how.value if completed else kept("completion"),
         "payment_deadline": order.payment_deadline,
         "placed_at": order.created_on,
         "paid_at": order.paid_at,
@@ -573,7 +573,7 @@ def _describe_order_event(order: Order, event: DomainEvent) -> str | None:
             ]
             return "return received: " + ", ".join(p for p in parts if p)
         case Order.Completed():
-            if event.how == "confirmed":
+            if event.how is CompletionKind.CONFIRMED:
                 return "completed: receipt confirmed"
             return "completed after the after-sales window"
     raise ProjectionInconsistency(f"no timeline text for {type(event).__qualname__}")
@@ -583,7 +583,7 @@ def _describe_shipment_event(shipment: Shipment, event: DomainEvent) -> str | No
     """A sentence for the timeline, or None where the order's event already tells it
     (parcels planned, units withdrawn by a refund, a return checked in)."""
     match event:
-        case Shipment.Planned() | Shipment.Shrunk() | Shipment.Cancelled() | Shipment.Received():
+        case Shipment.Planned() | Shipment.UnitsWithdrawn() | Shipment.Cancelled() | Shipment.ReturnCheckedIn():
             return None
         case Shipment.Dispatched():
             return (

@@ -57,6 +57,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from ecomcore.domain.aggregate import DomainEvent
+from ecomcore.domain.renames import former_topics
 from ecomcore.infrastructure.catalogue import sqlalchemy_url
 from ecomcore.infrastructure.store import EventStore
 
@@ -273,7 +274,12 @@ class Projector:
         return projector
 
     def _add(self, key: str, projection: Projection) -> None:
-        topics = [get_topic(event_type) for event_type in type(projection).handles]
+        # Events stored before a class was renamed or moved keep their former topic.
+        topics = [
+            topic
+            for event_type in type(projection).handles
+            for topic in (get_topic(event_type), *former_topics(event_type))
+        ]
         self._targets[key] = _Target(key, projection, topics)
 
     @property

@@ -8,8 +8,9 @@ from typing import Any
 from hypothesis import strategies as st
 
 from ecomcore.domain.aggregate import Aggregate, project
+from ecomcore.domain.allocation import Allocation
 from ecomcore.domain.catalogue import Sku
-from ecomcore.domain.order import Allocation, OrderLine
+from ecomcore.domain.order import OrderLine
 
 #: The moment every unit test starts at.
 T0 = datetime(2026, 11, 11, 8, 0, tzinfo=UTC)

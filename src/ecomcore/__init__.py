@@ -20,6 +20,7 @@ from ecomcore.domain.after_sales import (
     ReturnStatus,
 )
 from ecomcore.domain.catalogue import Merchant, Promotion, Sku, Warehouse
+from ecomcore.domain.checkout import CancelReason
 from ecomcore.domain.coupon import CouponState, IssueChannel, Validity
 from ecomcore.domain.errors import (
     AlreadyExists,
@@ -38,7 +39,7 @@ from ecomcore.domain.errors import (
     RefundRefused,
     ReturnRefused,
 )
-from ecomcore.domain.order import CancelReason, OrderState, RefundStatus
+from ecomcore.domain.order import OrderState, RefundStatus
 from ecomcore.domain.pricing import (
     PLATFORM,
     CouponKind,

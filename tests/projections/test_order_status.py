@@ -15,23 +15,19 @@ from ecomcore_projections.order_status import (
     OrderStatusQueries,
 )
 from ecomcore_projections.rebuild import rebuild
-from ecomcore_projections.runner import Projector, ReadModels
+from ecomcore_projections.runner import Projector
 from eventsourcing.utils import get_topic
 from shop_fixtures import START, campaign, stocked_shop
 from sqlalchemy import Engine, MetaData, Table, create_engine, select
 
 from ecomcore import CouponTerms, ManualClock, OrderState, RefundStatus, ShipmentState
-from ecomcore.domain.order import Checkout, Order
+from ecomcore.domain.checkout import Checkout
+from ecomcore.domain.order import Order
 from ecomcore.domain.shipment import Shipment
 from ecomcore.infrastructure.catalogue import sqlalchemy_url
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
 
 
 @pytest.fixture
@@ -42,20 +38,9 @@ def shop(store_url, clock):
 
 
 @pytest.fixture
-def read_models(store_url):
-    read_models = ReadModels(store_url, projections={"order_status": OrderStatusProjection})
-    yield read_models
-    read_models.dispose()
-
-
-@pytest.fixture
-def projector(shop, read_models) -> Projector:
-    return Projector(shop.store, read_models, names=["order_status"])
-
-
-@pytest.fixture
-def queries(read_models) -> OrderStatusQueries:
-    return OrderStatusQueries(read_models.engine, read_models.tables["order_status"])
+def queries_class() -> type[OrderStatusQueries]:
+    """The read model under test: conftest's read_models, projector and queries hold it."""
+    return OrderStatusQueries
 
 
 # ---------------------------------------------------------------------- scripted histories
@@ -525,7 +510,16 @@ def test_timestamps_are_stored_as_naive_utc_and_read_back_aware():
 def test_sqlite_timestamps_keep_the_text_sqlalchemy_writes(tmp_path):
     """On SQLite the timestamps are written as the very text SQLAlchemy's DateTime writes (so tables made
     before compare and sort alike) and read back as the same aware instant."""
-    from sqlalchemy import Column, DateTime, Integer, Table, create_engine, insert, select, text
+    from sqlalchemy import (
+        Column,
+        DateTime,
+        Integer,
+        Table,
+        create_engine,
+        insert,
+        select,
+        text,
+    )
 
     engine = create_engine(f"sqlite:///{tmp_path}/t.sqlite")
     metadata = MetaData()

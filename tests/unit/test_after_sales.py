@@ -7,24 +7,17 @@ from typing import Any
 from uuid import UUID, uuid5
 
 import pytest
+from events import an_event, assert_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import T0, make_line, order_lines, replayed, state
 
 from ecomcore.domain.after_sales import LineRefundable, RefundKind, RefundPlan, ReturnStatus
 from ecomcore.domain.aggregate import project
+from ecomcore.domain.checkout import CancelReason, checkout_id_for_request
 from ecomcore.domain.errors import IllegalTransition, NotFound, RefundRefused, ReturnRefused
-from ecomcore.domain.order import (
-    CancelReason,
-    Order,
-    OrderLine,
-    OrderState,
-    PlannedParcel,
-    RefundStatus,
-    ShipmentProgress,
-    checkout_id_for_request,
-    order_id_for,
-)
+from ecomcore.domain.order import CompletionKind, Order, OrderLine, OrderState, RefundStatus, order_id_for
+from ecomcore.domain.parcels import PlannedParcel, ShipmentProgress
 
 CHECKOUT = checkout_id_for_request("req-after-sales")
 ORDER = order_id_for(CHECKOUT, "m1")
@@ -109,10 +102,6 @@ def delivered(parcels: dict[UUID, dict[int, int]] | None = None, **kwargs: Any) 
 
 def refund(o: Order, refund_id: str, units: dict[int, int], at: Any = PAID_AT + HOUR) -> Any:
     return o.issue_refund(refund_id, o.plan_refund_only(units), "customer asked", at)
-
-
-def kinds(events: list[Any]) -> list[str]:
-    return [type(e).__name__ for e in events]
 
 
 def line_summary(o: Order, line_no: int) -> LineRefundable:
@@ -647,6 +636,36 @@ def test_return_shipped_records_the_return_parcel() -> None:
     assert (o.returns[R1].status, o.returns[R1].shipment_id) == (ReturnStatus.SHIPPED, RETURN_PARCEL)
 
 
+def test_a_return_goes_back_through_the_first_delivered_parcel_carrying_its_lines() -> None:
+    """The return goes to the warehouse of the first delivered parcel that carried one of its lines."""
+    o = paid(TWO_PARCELS)
+    for sid in (S1, S2):
+        o.shipment_dispatched(sid, PAID_AT + HOUR)
+    o.shipment_delivered(S2, DELIVERED_AT)
+    o = replayed(o)
+    o.request_return(R1, {2: 1}, "wrong colour", WINDOW, DELIVERED_AT + HOUR)
+    assert o.return_parcel(R1) == S2
+    o.shipment_delivered(S1, DELIVERED_AT + HOUR)
+    o.request_return(R2, {1: 1}, "too small", WINDOW, DELIVERED_AT + 2 * HOUR)
+    assert (o.return_parcel(R1), o.return_parcel(R2)) == (S2, S1)
+
+
+def test_a_return_skips_parcels_not_delivered() -> None:
+    """A line spread over two parcels: its return goes through the one that was delivered."""
+    o = paid(SPREAD)
+    for sid in (S1, S2):
+        o.shipment_dispatched(sid, PAID_AT + HOUR)
+    o.shipment_delivered(S2, DELIVERED_AT)
+    o.request_return(R1, {1: 1}, "wrong size", WINDOW, DELIVERED_AT + HOUR)
+    assert replayed(o).return_parcel(R1) == S2
+
+
+def test_the_return_parcel_of_an_unknown_return_is_not_found() -> None:
+    """Asking where an unknown return goes raises NotFound."""
+    with pytest.raises(NotFound):
+        delivered().return_parcel(R1)
+
+
 @pytest.mark.parametrize(
     ("sellable", "damaged"),
     [
@@ -790,7 +809,7 @@ def test_automatic_completion_once_the_return_is_closed(outcome: str) -> None:
     o = replayed(o)
     window_end = DELIVERED_AT + WINDOW
     assert o.complete_if_window_passed(window_end, window_end) is True
-    assert kinds(o.collect_events()) == ["Completed"]
+    assert_events(o.collect_events(), an_event(Order.Completed, how=CompletionKind.AUTOMATIC, timestamp=window_end))
     assert o.state is OrderState.COMPLETED
 
 

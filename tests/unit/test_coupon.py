@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 import pytest
+from events import an_event, assert_events
 from strategies import T0, replayed, state
 
 from ecomcore.domain.aggregate import Snapshot, project
@@ -257,7 +258,7 @@ def test_unlock_past_validity_expires_at_once() -> None:
     """Unlocking a coupon whose validity has ended records Unlocked then Expired."""
     c = locked(validity=Validity(days_from_issue=7))
     c.unlock("expired", T0 + 8 * DAY)
-    assert [type(e) for e in c.collect_events()] == [Coupon.Unlocked, Coupon.Expired]
+    assert_events(c.collect_events(), an_event(Coupon.Unlocked, reason="expired"), an_event(Coupon.Expired))
     assert c.state is CouponState.EXPIRED
 
 
@@ -316,7 +317,7 @@ def test_expire_available_coupon_past_validity() -> None:
     """An available coupon past its validity expires; once expired nothing more is recorded."""
     c = coupon(validity=Validity(days_from_issue=7))
     assert c.expire(T0 + 7 * DAY) is True
-    assert [type(e) for e in c.collect_events()] == [Coupon.Expired]
+    assert_events(c.collect_events(), an_event(Coupon.Expired, timestamp=T0 + 7 * DAY))
     assert c.state is CouponState.EXPIRED
     assert c.expire(T0 + 8 * DAY) is False
     assert c.collect_events() == []
@@ -379,42 +380,54 @@ def redeemed(order_ids: tuple[UUID, ...] = (ORDER,), **kwargs: Any) -> Coupon:
     return replayed(c)
 
 
-def test_merchant_coupon_returned_when_its_order_is_refunded_within_validity() -> None:
-    """Its only order fully refunded while the coupon is valid: OrderRefunded then Returned; available again."""
+def test_merchant_coupon_reinstated_when_its_order_is_refunded_within_validity() -> None:
+    """Its only order fully refunded while the coupon is valid: OrderRefunded then Reinstated; available again."""
     c = redeemed(validity=Validity(days_from_issue=7))
     assert c.order_refunded(ORDER, T0 + 2 * DAY) is True
-    order_refunded, returned = c.collect_events()
-    assert isinstance(order_refunded, Coupon.OrderRefunded) and order_refunded.order_id == ORDER
-    assert isinstance(returned, Coupon.Returned) and returned.reason
+    assert_events(
+        c.collect_events(),
+        an_event(Coupon.OrderRefunded, order_id=ORDER),
+        an_event(Coupon.Reinstated, reason="order refunded in full"),
+    )
     assert (c.state, c.checkout_id, c.order_ids, c.refunded_orders) == (CouponState.AVAILABLE, None, (), set())
     assert c.usable_by("cust-1", T0 + 2 * DAY)
 
 
-def test_coupon_past_validity_is_not_returned() -> None:
+def test_coupon_past_validity_is_not_reinstated() -> None:
     """A full refund after the coupon's validity does not give it back: it expires (spec §5.3)."""
     c = redeemed(validity=Validity(days_from_issue=7))
     assert c.order_refunded(ORDER, T0 + 7 * DAY) is False
     c = replayed(c)
-    assert [type(e) for e in c.given_history[-2:]] == [Coupon.OrderRefunded, Coupon.Expired]
+    assert_events(
+        c.given_history[-2:],
+        an_event(Coupon.OrderRefunded, order_id=ORDER),
+        an_event(Coupon.Expired, timestamp=T0 + 7 * DAY),
+    )
     assert c.state is CouponState.EXPIRED and c.refunded_orders == {ORDER}
     assert c.order_refunded(ORDER, T0 + 8 * DAY) is False
     assert c.collect_events() == []
     assert c.state is CouponState.EXPIRED
 
 
-def test_platform_coupon_returned_only_when_every_order_is_refunded() -> None:
-    """A platform coupon over two orders: the first refund records OrderRefunded only; the second returns it."""
+def test_platform_coupon_reinstated_only_when_every_order_is_refunded() -> None:
+    """A platform coupon over two orders: the first refund records OrderRefunded only; the second reinstates it."""
     c = redeemed((ORDER, OTHER_ORDER))
     assert c.order_refunded(ORDER, T0 + DAY) is False
     c = replayed(c)
-    assert [type(e) for e in c.given_history[-2:]] == [Coupon.Redeemed, Coupon.OrderRefunded]
+    assert_events(
+        c.given_history[-2:],
+        an_event(Coupon.Redeemed, checkout_id=CHECKOUT),
+        an_event(Coupon.OrderRefunded, order_id=ORDER),
+    )
     assert c.state is CouponState.REDEEMED and c.refunded_orders == {ORDER}
     assert c.order_refunded(ORDER, T0 + DAY) is False  # the same order again records nothing
     assert c.collect_events() == []
     assert c.order_refunded(OTHER_ORDER, T0 + 2 * DAY) is True
-    events = c.collect_events()
-    assert [type(e) for e in events] == [Coupon.OrderRefunded, Coupon.Returned]
-    assert events[0].order_id == OTHER_ORDER  # type: ignore[attr-defined]
+    assert_events(
+        c.collect_events(),
+        an_event(Coupon.OrderRefunded, order_id=OTHER_ORDER),
+        an_event(Coupon.Reinstated, reason="order refunded in full"),
+    )
     assert c.state is CouponState.AVAILABLE
 
 

@@ -16,11 +16,14 @@ from strategies import T0, make_line
 
 from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, Snapshot
+from ecomcore.domain.checkout import CancelReason, Checkout
 from ecomcore.domain.coupon import Coupon, CouponCampaign, IssueChannel, Validity
-from ecomcore.domain.order import CancelReason, Checkout, Order, PlannedParcel
+from ecomcore.domain.order import Order
+from ecomcore.domain.parcels import PlannedParcel
 from ecomcore.domain.pricing import CouponKind, CouponTerms, Scope
+from ecomcore.domain.renames import RENAMED_TOPICS, former_topics
 from ecomcore.domain.shipment import ParcelItem, Shipment, TrackingUpdate
-from ecomcore.domain.stock_item import StockItem
+from ecomcore.domain.stock_item import ReleaseReason, StockItem
 from ecomcore.infrastructure.mapper import PydanticMapper
 
 ORDER = UUID("00000000-0000-4000-8000-0000000000e1")
@@ -49,7 +52,7 @@ def every_event() -> list[DomainEvent]:
     stock.confirm(ORDER, T0)
     stock.dispatch(ORDER, S1, 2, T0)
     stock.reserve(OTHER_ORDER, 3, T0 + HOUR, T0)
-    stock.release(OTHER_ORDER, "cancelled", T0)
+    stock.release(OTHER_ORDER, ReleaseReason.CANCELLED, T0)
     stock.restock_return(ORDER, 1, T0)
     stock.write_off(1, "damaged", T0)
     stock.write_off_return(ORDER, 1, "damaged in return", T0)
@@ -80,7 +83,7 @@ def every_event() -> list[DomainEvent]:
     first.lock("cust-1", CHECKOUT, (ORDER,), T0)
     first.redeem(CHECKOUT, T0)
     events += first.collect_events()
-    first.order_refunded(ORDER, T0)  # OrderRefunded, then Returned
+    first.order_refunded(ORDER, T0)  # OrderRefunded, then Reinstated
     events += first.collect_events()
     second.expire(T0 + 48 * HOUR)
     events += second.collect_events()
@@ -131,7 +134,7 @@ def every_event() -> list[DomainEvent]:
         S3, T0, order_id=ORDER, checkout_id=CHECKOUT, merchant_id="m1", warehouse_id="w1", return_id=returned,
         items=(ParcelItem(line_no=1, sku_id="sku-1", quantity=1, weight_g=500),), carrier="SF", tracking_number="R1",
     )
-    back.receive({}, {1: 1}, T0)
+    back.check_in_return({}, {1: 1}, T0)
     events += back.collect_events()
     shrinking = Shipment.plan(
         S4, T0, order_id=ORDER, checkout_id=CHECKOUT, merchant_id="m1", warehouse_id="w1",
@@ -209,6 +212,47 @@ def test_snapshot_round_trip_restores_aggregate() -> None:
     restored = m.to_domain_event(m.to_stored_event(Snapshot.take(stock))).restore()
     assert isinstance(restored, StockItem)
     assert (restored.on_hand, restored.reservations, restored.version) == (5, stock.reservations, stock.version)
+
+
+# ------------------------------------------------------------------ renamed and moved classes
+
+
+def test_every_former_topic_names_a_class_that_is_now_elsewhere() -> None:
+    """Each former topic differs from its class's current topic, and ``former_topics`` lists it back."""
+    for former, current in RENAMED_TOPICS.items():
+        assert get_topic(current) != former
+        assert former in former_topics(current)
+    assert former_topics(Coupon.Reinstated) == ("ecomcore.domain.coupon:Coupon.Returned",)
+    assert former_topics(Checkout.Placed) == ("ecomcore.domain.order:Checkout.Placed",)
+    assert former_topics(Coupon.Issued) == ()
+
+
+def test_renamed_events_keep_their_data_shape() -> None:
+    """The renamed event classes still have the fields their stored events carry."""
+    assert set(Coupon.Reinstated.model_fields) - _ENVELOPE == {"reason"}
+    assert set(Shipment.ReturnCheckedIn.model_fields) - _ENVELOPE == {"sellable", "damaged"}
+    assert set(Shipment.UnitsWithdrawn.model_fields) - _ENVELOPE == {"units", "reason"}
+
+
+_ENVELOPE = {"originator_id", "originator_version", "timestamp"}
+
+
+def test_an_event_stored_under_a_former_topic_loads_as_its_current_class() -> None:
+    """An event stored under a former topic (e.g. Coupon.Returned) reads back as its current class."""
+    m = mapper()
+    for former, current in RENAMED_TOPICS.items():
+        if "." not in former.partition(":")[2]:
+            continue  # an aggregate class (snapshots), not an event
+        event = next(e for e in EVENTS if type(e) is current)
+        stored = m.to_stored_event(event)
+        old = StoredEvent(
+            originator_id=stored.originator_id,
+            originator_version=stored.originator_version,
+            topic=former,
+            state=stored.state,
+        )
+        back = m.to_domain_event(old)
+        assert type(back) is current and back == event, former
 
 
 # ------------------------------------------------------------------ class versions and upcasting

@@ -1,27 +1,22 @@
-"""Checkout and Order (spec §5.1): given events, when a command, then the new events or a typed error."""
+"""Order (spec §5.1): given events, when a command, then the new events or a typed error.
+
+The Checkout the orders belong to is tested in ``test_checkout.py``; after-sales in ``test_after_sales.py``.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 import pytest
+from events import an_event, assert_events
 from strategies import T0, make_line, replayed, state
 
 from ecomcore.domain.aggregate import project
+from ecomcore.domain.checkout import CancelReason, checkout_id_for_request
 from ecomcore.domain.errors import IllegalTransition
-from ecomcore.domain.order import (
-    LATE_PAYMENT,
-    CancelReason,
-    Checkout,
-    Order,
-    OrderState,
-    PlannedParcel,
-    RefundStatus,
-    checkout_id_for_request,
-    order_id_for,
-)
+from ecomcore.domain.order import LATE_PAYMENT, CompletionKind, Order, OrderState, RefundStatus, order_id_for
+from ecomcore.domain.parcels import PlannedParcel
 
 CHECKOUT = checkout_id_for_request("req-1")
 ORDER = order_id_for(CHECKOUT, "m1")
@@ -31,19 +26,6 @@ DEADLINE = T0 + timedelta(hours=24)
 PAID_AT = T0 + timedelta(hours=1)
 LINES = (make_line(1, "sku-1", 2, unit_price=2990), make_line(2, "sku-2", 1, unit_price=4500))
 PAYABLE = 2 * 2990 + 4500 + 800
-
-
-
-def checkout(**overrides: Any) -> Checkout:
-    facts: dict[str, Any] = {
-        "customer_id": "cust-1",
-        "order_ids": (ORDER,),
-        "payable": PAYABLE,
-        "payment_deadline": DEADLINE,
-        "client_request_id": "req-1",
-        "coupon_ids": (),
-    } | overrides
-    return replayed(Checkout.place(CHECKOUT, T0, **facts))
 
 
 def order(*, paid: bool = False, shipments: tuple[UUID, ...] = ()) -> Order:
@@ -78,10 +60,6 @@ def parcels(*shipment_ids: UUID) -> tuple[PlannedParcel, ...]:
     return (PlannedParcel(shipment_id=first, lines={1: 2}), PlannedParcel(shipment_id=second, lines={2: 1}))
 
 
-def kinds(events: list[Any]) -> list[str]:
-    return [type(e).__name__ for e in events]
-
-
 # ------------------------------------------------------------------ identities
 
 
@@ -111,78 +89,6 @@ def test_order_needs_at_least_one_line() -> None:
             merchant_id="m1", currency="CNY", lines=(), promotion_id=None, merchant_coupon_id=None,
             platform_coupon_id=None, freight=0, payable=0, payment_deadline=DEADLINE, shipping_address="x",
         )
-
-
-# ------------------------------------------------------------------ checkout
-
-
-def test_checkout_overdue_only_when_unpaid_at_or_after_deadline() -> None:
-    """A checkout is overdue from its payment deadline on, unless it was paid."""
-    c = checkout()
-    assert not c.is_overdue(DEADLINE - timedelta(seconds=1))
-    assert c.is_overdue(DEADLINE)
-    c.mark_paid("pay-1", PAYABLE, "txn-1", PAID_AT)
-    assert not c.is_overdue(DEADLINE + timedelta(days=1))
-
-
-def test_checkout_mark_paid_records_payment() -> None:
-    """Paying a pending checkout records Paid with payment id, amount and provider txn."""
-    c = checkout()
-    c.mark_paid("pay-1", PAYABLE, "txn-1", PAID_AT)
-    (event,) = c.collect_events()
-    assert isinstance(event, Checkout.Paid)
-    assert (event.payment_id, event.amount, event.provider_txn) == ("pay-1", PAYABLE, "txn-1")
-    assert c.is_paid and c.paid_amount == PAYABLE
-
-
-def test_checkout_cancel_before_payment_and_idempotent() -> None:
-    """Cancelling an unpaid checkout records Cancelled once; cancelling again records nothing."""
-    c = checkout()
-    c.cancel(CancelReason.CUSTOMER, T0)
-    c = replayed(c)
-    event = c.given_history[-1]
-    assert isinstance(event, Checkout.Cancelled) and event.reason is CancelReason.CUSTOMER
-    c.cancel(CancelReason.TIMEOUT, DEADLINE)
-    assert c.collect_events() == []
-    assert c.cancelled_reason is CancelReason.CUSTOMER
-
-
-def test_checkout_cancel_after_payment_is_refused() -> None:
-    """A paid checkout cannot be cancelled: IllegalTransition, nothing recorded."""
-    c = checkout()
-    c.mark_paid("pay-1", PAYABLE, "txn-1", PAID_AT)
-    c = replayed(c)
-    with pytest.raises(IllegalTransition) as caught:
-        c.cancel(CancelReason.CUSTOMER, PAID_AT)
-    assert caught.value.code == "illegal_transition"
-    assert c.collect_events() == []
-
-
-@pytest.mark.parametrize("given", ["cancelled", "paid"])
-def test_checkout_mark_paid_only_when_pending(given: str) -> None:
-    """Only a pending checkout can be paid: a cancelled or already paid one refuses another payment."""
-    c = checkout()
-    if given == "cancelled":
-        c.cancel(CancelReason.TIMEOUT, DEADLINE)
-    else:
-        c.mark_paid("pay-1", PAYABLE, "txn-1", PAID_AT)
-    c = replayed(c)
-    with pytest.raises(IllegalTransition):
-        c.mark_paid("pay-2", PAYABLE, "txn-2", PAID_AT)
-    assert c.collect_events() == []
-
-
-def test_checkout_late_payment_recorded() -> None:
-    """A late payment on a cancelled checkout is recorded beside it, not as the checkout's payment."""
-    c = checkout()
-    c.cancel(CancelReason.TIMEOUT, DEADLINE)
-    c = replayed(c)
-    c.record_late_payment("pay-1", PAYABLE, "txn-1", DEADLINE + timedelta(minutes=5))
-    (event,) = c.collect_events()
-    assert isinstance(event, Checkout.LatePaymentReceived)
-    assert (event.payment_id, event.amount, event.provider_txn) == ("pay-1", PAYABLE, "txn-1")
-    assert c.late_payments == {"pay-1": PAYABLE}
-    assert not c.is_paid and c.is_cancelled
 
 
 # ------------------------------------------------------------------ order: payment and cancellation
@@ -335,7 +241,13 @@ def test_partially_shipped_then_shipped_then_delivered() -> None:
     o.shipment_delivered(S2, arrived)
     assert o.state is OrderState.DELIVERED and o.delivered_at == arrived
     rebuilt = replayed(o)
-    assert kinds(rebuilt.given_history[-4:]) == ["ShipmentDispatched"] * 2 + ["ShipmentDelivered"] * 2
+    assert_events(
+        rebuilt.given_history[-4:],
+        an_event(Order.ShipmentDispatched, shipment_id=S1),
+        an_event(Order.ShipmentDispatched, shipment_id=S2),
+        an_event(Order.ShipmentDelivered, shipment_id=S1),
+        an_event(Order.ShipmentDelivered, shipment_id=S2, timestamp=arrived),
+    )
     assert state(rebuilt) == state(o)
 
 
@@ -355,7 +267,13 @@ def test_failed_shipment_does_not_make_order_delivered() -> None:
     o.shipment_dispatched(S2, PAID_AT)
     o.shipment_delivered(S1, PAID_AT)
     o.shipment_failed(S2, "lost", PAID_AT)
-    assert kinds(o.collect_events())[-1] == "ShipmentFailed"
+    assert_events(
+        o.collect_events(),
+        an_event(Order.ShipmentDispatched, shipment_id=S1),
+        an_event(Order.ShipmentDispatched, shipment_id=S2),
+        an_event(Order.ShipmentDelivered, shipment_id=S1),
+        an_event(Order.ShipmentFailed, shipment_id=S2, reason="lost"),
+    )
     assert o.state is not OrderState.DELIVERED
 
 
@@ -371,7 +289,7 @@ def test_confirm_receipt_completes_delivered_order() -> None:
     o = _delivered()
     o.confirm_receipt(PAID_AT + timedelta(days=3))
     (event,) = o.collect_events()
-    assert isinstance(event, Order.Completed) and event.how == "confirmed"
+    assert isinstance(event, Order.Completed) and event.how == "confirmed" and event.how is CompletionKind.CONFIRMED
     assert o.state is OrderState.COMPLETED
 
 
@@ -414,7 +332,7 @@ def test_automatic_completion_needs_delivery() -> None:
     o = order(shipments=(S1,))
     o.shipment_dispatched(S1, PAID_AT)
     assert o.complete_if_window_passed(PAID_AT, PAID_AT + timedelta(days=30)) is False
-    assert kinds(o.collect_events()) == ["ShipmentDispatched"]
+    assert_events(o.collect_events(), an_event(Order.ShipmentDispatched, shipment_id=S1, timestamp=PAID_AT))
 
 
 def test_order_replay_equals_live() -> None:

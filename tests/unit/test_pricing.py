@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from ecomcore.domain.catalogue import Promotion
 from ecomcore.domain.errors import CouponNotUsable, DomainError
 from ecomcore.domain.pricing import (
     PLATFORM,
@@ -14,6 +17,7 @@ from ecomcore.domain.pricing import (
     AppliedPromotion,
     CheckoutPrice,
     CouponKind,
+    CouponSlots,
     CouponTerms,
     FreightBasis,
     FreightTemplate,
@@ -24,6 +28,7 @@ from ecomcore.domain.pricing import (
     PromotionTier,
     Scope,
     apportion,
+    best_promotion,
     percent_of,
     price_checkout,
     unit_refund,
@@ -448,6 +453,88 @@ def test_invalid_promotion_terms_raise_validation_error(terms):
     """A promotion needs at least one tier, positive thresholds and amounts, and a merchant."""
     with pytest.raises(ValidationError):
         PromotionTerms(**terms)
+
+
+# --------------------------------------------------------------------------- choosing the promotion
+
+NOW = datetime(2026, 11, 11, 8, 0, tzinfo=UTC)
+
+
+def offer(pid: str, tiers=((200, 20),), *, scope: Scope = Scope(), starts=-1, ends=1, exclusive=False) -> Promotion:
+    """A promotion of m1 offered from ``starts`` to ``ends`` days around NOW."""
+    return Promotion(
+        promotion_id=pid,
+        terms=promotion(tiers=tiers, scope=scope).terms.model_copy(update={"exclusive": exclusive}),
+        starts_at=NOW + timedelta(days=starts),
+        ends_at=NOW + timedelta(days=ends),
+    )
+
+
+def test_best_promotion_is_the_active_one_worth_most():
+    """Of the promotions active now, the one giving the largest discount on the cart is chosen."""
+    items = (item(unit_price=300),)
+    offers = [offer("small", ((100, 10),)), offer("big", ((300, 40),)), offer("mid", ((200, 20),))]
+    chosen = best_promotion(offers, items, NOW)
+    assert chosen == AppliedPromotion(promotion_id="big", terms=offer("big", ((300, 40),)).terms)
+
+
+def test_best_promotion_ignores_promotions_not_active_now():
+    """A promotion that has ended or not begun is not considered, however much it is worth."""
+    items = (item(unit_price=300),)
+    ended, later = offer("ended", ((100, 90),), starts=-3, ends=0), offer("later", ((100, 90),), starts=1, ends=2)
+    chosen = best_promotion([ended, later, offer("now", ((100, 10),))], items, NOW)
+    assert chosen is not None and chosen.promotion_id == "now"
+
+
+def test_best_promotion_ties_go_to_the_lower_id():
+    """Two promotions worth the same: the lower promotion id wins, whatever the order offered."""
+    items = (item(unit_price=300),)
+    assert best_promotion([offer("p2"), offer("p1")], items, NOW).promotion_id == "p1"  # type: ignore[union-attr]
+
+
+def test_best_promotion_counts_only_covered_goods_and_may_be_none():
+    """Only goods in a promotion's scope count towards its threshold; none worth anything gives None."""
+    items = (item("m1:a", unit_price=150, sku_id="a"), item("m1:b", unit_price=150, sku_id="b"))
+    only_a = offer("only-a", ((200, 20),), scope=Scope(sku_ids=("a",)))
+    assert best_promotion([only_a], items, NOW) is None
+    assert best_promotion([], items, NOW) is None
+    assert best_promotion([only_a, offer("all", ((300, 5),))], items, NOW).promotion_id == "all"  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- coupon slots
+
+
+def test_coupon_slots_hold_one_merchant_coupon_per_merchant_and_the_platform_coupon():
+    """Each merchant coupon goes to its merchant's order; the platform coupon to the checkout."""
+    m1, m2, platform = coupon(cash(100, "m1"), "c1"), coupon(cash(100, "m2"), "c2"), coupon(cash(50), "p")
+    slots = CouponSlots.fill([m1, m2], platform, {"m1", "m2"})
+    assert (slots.merchant, slots.platform) == ({"m1": m1, "m2": m2}, platform)
+    assert CouponSlots.fill([], None, {"m1"}) == CouponSlots()
+
+
+def test_coupon_slots_refuse_a_second_coupon_of_one_merchant():
+    """Only one coupon of a merchant can be used per order."""
+    with pytest.raises(CouponNotUsable, match="only one coupon of merchant m1 can be used per order"):
+        CouponSlots.fill([coupon(cash(100, "m1"), "c1"), coupon(cash(50, "m1"), "c2")], None, {"m1"})
+
+
+def test_coupon_slots_refuse_a_coupon_of_a_merchant_not_in_the_cart():
+    """A merchant coupon needs that merchant's goods in the cart."""
+    with pytest.raises(CouponNotUsable, match="coupon c3 is for merchant m3, whose goods are not in the cart"):
+        CouponSlots.fill([coupon(cash(100, "m3"), "c3")], None, {"m1"})
+
+
+def test_coupon_slots_refuse_a_platform_coupon_among_merchant_coupons():
+    """A platform coupon goes in the platform slot, not a merchant's."""
+    with pytest.raises(CouponNotUsable, match="coupon p is a platform coupon; pass it as platform_coupon_id"):
+        CouponSlots.fill([coupon(cash(100), "p")], None, {"m1"})
+
+
+def test_a_merchant_coupon_in_the_platform_slot_is_refused_before_anything_is_priced():
+    """price_checkout refuses a merchant-funded platform coupon first, before any merchant step."""
+    cart = MerchantCart(merchant_id="m1", items=spec_lines(), coupon=coupon(spend_get(10**9, 100, "m1")))
+    with pytest.raises(CouponNotUsable, match="only a platform coupon can apply across the checkout"):
+        price_checkout([cart], coupon(cash(100, funding="m1"), "c9"))
 
 
 # --------------------------------------------------------------------------- freight

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from strategies import T0, make_line, replayed, state
 
 from ecomcore.domain.errors import RefundRefused, ReturnRefused
-from ecomcore.domain.order import Order, OrderLine, OrderState, PlannedParcel, RefundStatus, ShipmentProgress
+from ecomcore.domain.order import Order, OrderLine, OrderState, RefundStatus
+from ecomcore.domain.parcels import PlannedParcel, ShipmentProgress
 from ecomcore.domain.shipment import plan_parcels, shipment_id_for
 
 ORDER = UUID("00000000-0000-4000-8000-0000000000a1")

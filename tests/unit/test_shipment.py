@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from events import an_event, assert_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import T0, make_line, order_lines
@@ -264,7 +265,7 @@ def test_deliver_after_dispatch(tracked: bool) -> None:
         s.track(update(90), T0 + 2 * HOUR)
         s.collect_events()
     assert s.deliver(T0 + 5 * HOUR) is True
-    assert [type(e) for e in s.collect_events()] == [Shipment.Delivered]
+    assert_events(s.collect_events(), an_event(Shipment.Delivered, timestamp=T0 + 5 * HOUR))
     assert s.state is ShipmentState.DELIVERED
     assert s.deliver(T0 + 6 * HOUR) is False
     assert s.collect_events() == []
@@ -345,6 +346,12 @@ RETURN_ID = UUID("00000000-0000-4000-8000-0000000000b1")
 RETURN_SHIPMENT = UUID("00000000-0000-4000-8000-0000000000b2")
 
 
+TWO_LINES = (
+    ParcelItem(line_no=1, sku_id="sku-1", quantity=2, weight_g=1000),
+    ParcelItem(line_no=2, sku_id="sku-2", quantity=3, weight_g=900),
+)
+
+
 def two_lines() -> Shipment:
     """A planned parcel with 2 units of line 1 (1000 g) and 3 of line 2 (900 g)."""
     return replayed(
@@ -355,21 +362,18 @@ def two_lines() -> Shipment:
             checkout_id=CHECKOUT,
             merchant_id="m1",
             warehouse_id="w1",
-            items=(
-                ParcelItem(line_no=1, sku_id="sku-1", quantity=2, weight_g=1000),
-                ParcelItem(line_no=2, sku_id="sku-2", quantity=3, weight_g=900),
-            ),
+            items=TWO_LINES,
         )
     )
 
 
 def test_withdraw_some_units_shrinks_the_parcel() -> None:
-    """Taking some units out of a planned parcel records Shrunk; items and weight drop by those units."""
+    """Taking some units out of a planned parcel records UnitsWithdrawn; items and weight drop by those units."""
     s = two_lines()
     s.withdraw({1: 1, 2: 2}, "refunded before dispatch", T0 + HOUR)
-    (event,) = s.collect_events()
-    assert isinstance(event, Shipment.Shrunk)
-    assert (event.units, event.reason) == ({1: 1, 2: 2}, "refunded before dispatch")
+    assert_events(
+        s.collect_events(), an_event(Shipment.UnitsWithdrawn, units={1: 1, 2: 2}, reason="refunded before dispatch")
+    )
     assert [(i.line_no, i.quantity, i.weight_g) for i in s.items] == [(1, 1, 500), (2, 1, 300)]
     assert s.weight_g == 800 and s.state is ShipmentState.PLANNED
 
@@ -378,13 +382,13 @@ def test_withdraw_a_whole_line_drops_its_item() -> None:
     """A line whose every unit is taken out disappears from the parcel; the rest stays planned."""
     s = two_lines()
     s.withdraw({1: 2}, "refunded", T0 + HOUR)
-    assert [type(e) for e in s.collect_events()] == [Shipment.Shrunk]
+    assert_events(s.collect_events(), an_event(Shipment.UnitsWithdrawn, units={1: 2}, reason="refunded"))
     assert [(i.line_no, i.quantity, i.weight_g) for i in s.items] == [(2, 3, 900)]
     assert s.state is ShipmentState.PLANNED
 
 
 def test_withdraw_everything_cancels_the_parcel() -> None:
-    """Taking out every unit records Cancelled (with the reason) instead of Shrunk."""
+    """Taking out every unit records Cancelled (with the reason) instead of UnitsWithdrawn."""
     s = two_lines()
     s.withdraw({1: 2, 2: 3}, "refunded before dispatch", T0 + HOUR)
     (event,) = s.collect_events()
@@ -400,7 +404,14 @@ def test_withdraw_the_rest_after_a_shrink_cancels_the_parcel() -> None:
     s.withdraw({2: 3}, "refunded", T0 + 2 * HOUR)
     assert s.state is ShipmentState.CANCELLED
     rebuilt = replayed(s)
-    assert [type(e) for e in rebuilt.given_history] == [Shipment.Planned, Shipment.Shrunk, Shipment.Cancelled]
+    assert_events(
+        rebuilt.given_history,  # type: ignore[attr-defined]
+        an_event(
+            Shipment.Planned, order_id=ORDER, checkout_id=CHECKOUT, merchant_id="m1", warehouse_id="w1", items=TWO_LINES
+        ),
+        an_event(Shipment.UnitsWithdrawn, units={1: 2}, reason="refunded", timestamp=T0 + HOUR),
+        an_event(Shipment.Cancelled, reason="refunded", timestamp=T0 + 2 * HOUR),
+    )
     assert state(rebuilt) == state(s)
 
 
@@ -469,7 +480,7 @@ def test_return_parcel_can_be_tracked() -> None:
     """Carrier updates of a return parcel are recorded and move it in transit."""
     s = returning()
     assert s.track(update(30), T0 + HOUR) is True
-    assert [type(e) for e in s.collect_events()] == [Shipment.TrackingUpdated]
+    assert_events(s.collect_events(), an_event(Shipment.TrackingUpdated, update=update(30)))
     assert s.state is ShipmentState.IN_TRANSIT
 
 
@@ -500,24 +511,24 @@ def test_return_parcel_cannot_be_cancelled_or_shrunk() -> None:
 
 @pytest.mark.parametrize("tracked", [False, True])
 def test_receive_return_parcel(tracked: bool) -> None:
-    """The warehouse receives a return parcel: Received with sellable and damaged units, state received."""
+    """The warehouse checks a return parcel in: ReturnCheckedIn with sellable and damaged units, state received."""
     s = returning()
     if tracked:
         s.track(update(30), T0 + HOUR)
         s = replayed(s)
-    s.receive({1: 1}, {1: 1}, T0 + 2 * HOUR)
+    s.check_in_return({1: 1}, {1: 1}, T0 + 2 * HOUR)
     (event,) = s.collect_events()
-    assert isinstance(event, Shipment.Received) and (event.sellable, event.damaged) == ({1: 1}, {1: 1})
+    assert isinstance(event, Shipment.ReturnCheckedIn) and (event.sellable, event.damaged) == ({1: 1}, {1: 1})
     assert (s.state, s.sellable, s.damaged) == (ShipmentState.RECEIVED, {1: 1}, {1: 1})
 
 
 def test_receive_twice_is_refused() -> None:
     """A return parcel is received once; receiving it again is IllegalTransition."""
     s = returning()
-    s.receive({1: 2}, {}, T0 + 2 * HOUR)
+    s.check_in_return({1: 2}, {}, T0 + 2 * HOUR)
     s = replayed(s)
     with pytest.raises(IllegalTransition) as caught:
-        s.receive({1: 2}, {}, T0 + 3 * HOUR)
+        s.check_in_return({1: 2}, {}, T0 + 3 * HOUR)
     assert caught.value.code == "illegal_transition"
     assert s.collect_events() == []
 
@@ -530,7 +541,7 @@ def test_receive_on_an_outbound_parcel_is_refused(given_state: str) -> None:
         s.deliver(T0 + 2 * HOUR)
         s = replayed(s)
     with pytest.raises(IllegalTransition) as caught:
-        s.receive({1: 2}, {}, T0 + 3 * HOUR)
+        s.check_in_return({1: 2}, {}, T0 + 3 * HOUR)
     assert caught.value.code == "illegal_transition"
     assert s.collect_events() == []
 
@@ -539,5 +550,5 @@ def test_return_parcel_replay_equals_live() -> None:
     """Replaying a return parcel's history (sent, tracked, received) rebuilds the live shipment."""
     s = returning()
     s.track(update(30), T0 + HOUR)
-    s.receive({1: 2}, {}, T0 + 2 * HOUR)
+    s.check_in_return({1: 2}, {}, T0 + 2 * HOUR)
     assert state(replayed(s)) == state(s)

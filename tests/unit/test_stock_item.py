@@ -7,13 +7,14 @@ from typing import Any
 from uuid import UUID, uuid5
 
 import pytest
+from events import an_event, assert_events
 from hypothesis import example, given, settings
 from pydantic import ValidationError
 from strategies import T0, stock_commands
 
 from ecomcore.domain.aggregate import Snapshot, project
 from ecomcore.domain.errors import DomainError, EcomcoreError, IllegalTransition, InsufficientStock
-from ecomcore.domain.stock_item import StockItem, stock_item_id
+from ecomcore.domain.stock_item import ReleaseReason, StockItem, stock_item_id
 
 ORDER_A = UUID("00000000-0000-4000-8000-00000000000a")
 ORDER_B = UUID("00000000-0000-4000-8000-00000000000b")
@@ -38,10 +39,6 @@ def replayed(live: StockItem) -> StockItem:
     return rebuilt
 
 
-def kinds(events: list[Any]) -> list[str]:
-    return [type(e).__name__ for e in events]
-
-
 def state(stock: StockItem) -> dict[str, Any]:
     return {k: v for k, v in vars(stock).items() if k not in ("_pending", "given_history")}
 
@@ -61,10 +58,13 @@ def test_stock_item_id_is_deterministic_per_sku_and_warehouse() -> None:
 def test_register_records_terms() -> None:
     """Registering records the SKU, warehouse, safety stock and reorder quantity."""
     live = StockItem.register("sku-1", "w1", T0, safety_stock=3, reorder_quantity=20)
-    (event,) = live.collect_events()
-    assert isinstance(event, StockItem.Registered)
-    assert (event.sku_id, event.warehouse_id, event.safety_stock, event.reorder_quantity) == ("sku-1", "w1", 3, 20)
-    assert event.originator_version == 1 and event.timestamp == T0
+    assert_events(
+        live.collect_events(),
+        an_event(
+            StockItem.Registered, originator_version=1, timestamp=T0,
+            sku_id="sku-1", warehouse_id="w1", safety_stock=3, reorder_quantity=20,
+        ),
+    )
 
 
 # ------------------------------------------------------------------ available
@@ -98,7 +98,9 @@ def test_expired_reservation_stops_counting_at_once() -> None:
     assert stock.available(T0 + HOUR) == 10
     # Another order can take nine of the ten units without anyone releasing ORDER_A first.
     stock.reserve(ORDER_B, 9, T0 + 2 * HOUR, T0 + HOUR)
-    assert kinds(stock.collect_events()) == ["Reserved"]
+    assert_events(
+        stock.collect_events(), an_event(StockItem.Reserved, order_id=ORDER_B, quantity=9, expires_at=T0 + 2 * HOUR)
+    )
     assert stock.available(T0 + HOUR) == 1
 
 
@@ -130,7 +132,11 @@ def test_reserve_exactly_available_is_allowed() -> None:
     """Reserving every available unit is allowed (the refusal is only for more than available)."""
     stock = item(10)
     stock.reserve(ORDER_A, 10, T0 + HOUR, T0)
-    assert kinds(stock.collect_events()) == ["Reserved", "LowStockDetected"]
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.Reserved, order_id=ORDER_A, quantity=10, expires_at=T0 + HOUR),
+        an_event(StockItem.LowStockDetected, available=0, safety_stock=0, suggested_reorder_quantity=1),
+    )
     assert stock.available(T0) == 0
 
 
@@ -200,7 +206,7 @@ def _held(quantity: int = 4, *, confirmed: bool = False) -> StockItem:
 def test_release_all_gives_back_every_unit() -> None:
     """Releasing an order records ReservationReleased for all its units and returns the count."""
     stock = _held(4)
-    assert stock.release(ORDER_A, "cancelled", T0) == 4
+    assert stock.release(ORDER_A, ReleaseReason.CANCELLED, T0) == 4
     (event,) = stock.collect_events()
     assert isinstance(event, StockItem.ReservationReleased)
     assert (event.order_id, event.quantity, event.reason) == (ORDER_A, 4, "cancelled")
@@ -210,7 +216,7 @@ def test_release_all_gives_back_every_unit() -> None:
 def test_release_partial_keeps_the_rest() -> None:
     """Releasing part of a reservation records that part and keeps the remainder held."""
     stock = _held(4)
-    assert stock.release(ORDER_A, "refund", T0, quantity=1) == 1
+    assert stock.release(ORDER_A, ReleaseReason.REFUNDED, T0, quantity=1) == 1
     (event,) = stock.collect_events()
     assert isinstance(event, StockItem.ReservationReleased) and event.quantity == 1
     assert stock.reservation_for(ORDER_A).quantity == 3  # type: ignore[union-attr]
@@ -220,17 +226,19 @@ def test_release_partial_keeps_the_rest() -> None:
 def test_release_more_than_held_releases_only_what_is_held() -> None:
     """Asking to release more units than held releases just the held units."""
     stock = _held(4)
-    assert stock.release(ORDER_A, "refund", T0, quantity=9) == 4
-    assert [e.quantity for e in stock.collect_events()] == [4]  # type: ignore[attr-defined]
+    assert stock.release(ORDER_A, ReleaseReason.REFUNDED, T0, quantity=9) == 4
+    assert_events(
+        stock.collect_events(), an_event(StockItem.ReservationReleased, order_id=ORDER_A, quantity=4, reason="refunded")
+    )
 
 
 def test_release_twice_is_harmless() -> None:
     """Releasing an order that holds nothing (again, or never) records nothing."""
     stock = _held(4)
-    stock.release(ORDER_A, "cancelled", T0)
+    stock.release(ORDER_A, ReleaseReason.CANCELLED, T0)
     stock.collect_events()
-    assert stock.release(ORDER_A, "cancelled", T0) == 0
-    assert stock.release(ORDER_B, "cancelled", T0) == 0
+    assert stock.release(ORDER_A, ReleaseReason.CANCELLED, T0) == 0
+    assert stock.release(ORDER_B, ReleaseReason.CANCELLED, T0) == 0
     assert stock.collect_events() == []
     assert stock.available(T0) == 10
 
@@ -240,8 +248,10 @@ def test_release_of_an_expired_reservation_records_it() -> None:
     stock = _held(4)
     later = T0 + 2 * HOUR
     assert stock.available(later) == 10
-    assert stock.release(ORDER_A, "expired", later) == 4
-    assert kinds(stock.collect_events()) == ["ReservationReleased"]
+    assert stock.release(ORDER_A, ReleaseReason.EXPIRED, later) == 4
+    assert_events(
+        stock.collect_events(), an_event(StockItem.ReservationReleased, order_id=ORDER_A, quantity=4, reason="expired")
+    )
     assert stock.available(later) == 10
 
 
@@ -373,12 +383,15 @@ def test_low_stock_detected_once_when_available_falls_to_safety_stock() -> None:
     """Falling to the safety stock records exactly one LowStockDetected with a reorder suggestion."""
     stock = item(10, safety_stock=3, reorder_quantity=20)
     stock.reserve(ORDER_A, 6, T0 + HOUR, T0)  # available 4: above the safety stock
-    assert kinds(stock.collect_events()) == ["Reserved"]
+    assert_events(
+        stock.collect_events(), an_event(StockItem.Reserved, order_id=ORDER_A, quantity=6, expires_at=T0 + HOUR)
+    )
     stock.reserve(ORDER_B, 1, T0 + HOUR, T0)  # available 3: at the safety stock
-    events = stock.collect_events()
-    assert kinds(events) == ["Reserved", "LowStockDetected"]
-    alert = events[1]
-    assert (alert.available, alert.safety_stock, alert.suggested_reorder_quantity) == (3, 3, 20)
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.Reserved, order_id=ORDER_B, quantity=1, expires_at=T0 + HOUR),
+        an_event(StockItem.LowStockDetected, available=3, safety_stock=3, suggested_reorder_quantity=20),
+    )
     assert stock.low_stock_flagged
 
 
@@ -401,7 +414,11 @@ def test_low_stock_not_repeated_while_low() -> None:
     assert stock.low_stock_flagged
     stock.reserve(ORDER_B, 2, T0 + HOUR, T0)
     stock.receive(1, "po-2", T0)  # available 2: still low
-    assert kinds(stock.collect_events()) == ["Reserved", "Received"]
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.Reserved, order_id=ORDER_B, quantity=2, expires_at=T0 + HOUR),
+        an_event(StockItem.Received, quantity=1, reference="po-2"),
+    )
 
 
 def test_low_stock_cleared_then_alerts_again_on_next_fall() -> None:
@@ -409,30 +426,59 @@ def test_low_stock_cleared_then_alerts_again_on_next_fall() -> None:
     stock = item(10, safety_stock=3)
     stock.reserve(ORDER_A, 7, T0 + HOUR, T0)
     stock = replayed(stock)
-    stock.release(ORDER_A, "cancelled", T0)
-    events = stock.collect_events()
-    assert kinds(events) == ["ReservationReleased", "LowStockCleared"]
-    assert events[1].available == 10
+    stock.release(ORDER_A, ReleaseReason.CANCELLED, T0)
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.ReservationReleased, order_id=ORDER_A, quantity=7, reason="cancelled"),
+        an_event(StockItem.LowStockCleared, available=10),
+    )
     assert not stock.low_stock_flagged
     stock.reserve(ORDER_B, 8, T0 + HOUR, T0)
-    assert kinds(stock.collect_events()) == ["Reserved", "LowStockDetected"]
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.Reserved, order_id=ORDER_B, quantity=8, expires_at=T0 + HOUR),
+        an_event(StockItem.LowStockDetected, available=2, safety_stock=3, suggested_reorder_quantity=2),
+    )
 
 
 def test_no_low_stock_alert_above_safety_stock() -> None:
     """Available one above the safety stock raises no alert."""
     stock = item(10, safety_stock=3)
     stock.reserve(ORDER_A, 6, T0 + HOUR, T0)
-    assert kinds(stock.collect_events()) == ["Reserved"]
+    assert_events(
+        stock.collect_events(), an_event(StockItem.Reserved, order_id=ORDER_A, quantity=6, expires_at=T0 + HOUR)
+    )
     assert not stock.low_stock_flagged
 
 
 def test_set_safety_stock_can_raise_the_alert() -> None:
     """Raising the safety stock to or above available records the alert at once."""
     stock = item(10)
-    stock.set_safety_stock(10, 50, T0)
-    events = stock.collect_events()
-    assert kinds(events) == ["SafetyStockSet", "LowStockDetected"]
-    assert events[1].suggested_reorder_quantity == 50
+    assert stock.set_safety_stock(10, 50, T0) is True
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.SafetyStockSet, safety_stock=10, reorder_quantity=50),
+        an_event(StockItem.LowStockDetected, available=10, safety_stock=10, suggested_reorder_quantity=50),
+    )
+
+
+def test_set_safety_stock_to_the_same_values_records_nothing() -> None:
+    """Setting the safety stock and reorder quantity it already has is a no-op."""
+    stock = item(10, safety_stock=3, reorder_quantity=20)
+    assert stock.set_safety_stock(3, 20, T0) is False
+    assert stock.collect_events() == []
+
+
+def test_set_up_registers_and_flags_low_stock_at_once() -> None:
+    """Setting up a stock item registers it; with nothing on hand it is at its safety stock,
+    so LowStockDetected follows with a reorder suggestion."""
+    live = StockItem.set_up("sku-1", "w1", T0, safety_stock=3, reorder_quantity=20)
+    assert_events(
+        live.collect_events(),
+        an_event(StockItem.Registered, sku_id="sku-1", warehouse_id="w1", safety_stock=3, reorder_quantity=20),
+        an_event(StockItem.LowStockDetected, available=0, safety_stock=3, suggested_reorder_quantity=20),
+    )
+    assert live.low_stock_flagged and live.id == stock_item_id("sku-1", "w1")
 
 
 # ------------------------------------------------------------------ snapshots and replay
@@ -463,7 +509,7 @@ def test_replaying_events_rebuilds_the_live_aggregate() -> None:
     live = StockItem.register("sku-1", "w1", T0, safety_stock=2, reorder_quantity=5)
     live.receive(10, "po", T0)
     live.reserve(ORDER_A, 9, T0 + HOUR, T0)
-    live.release(ORDER_A, "cancelled", T0, quantity=2)
+    live.release(ORDER_A, ReleaseReason.CANCELLED, T0, quantity=2)
     live.count(8, "stocktake", T0)
     events = live.collect_events()
     assert [e.originator_version for e in events] == list(range(1, len(events) + 1))
@@ -482,7 +528,7 @@ def _run(stock: StockItem, step: tuple[Any, ...], now: Any) -> None:
     elif kind == "reserve":
         stock.reserve(_ORDERS[step[1]], step[2], now + timedelta(minutes=step[3]), now)
     elif kind == "release":
-        stock.release(_ORDERS[step[1]], "cancelled", now, quantity=step[2])
+        stock.release(_ORDERS[step[1]], ReleaseReason.CANCELLED, now, quantity=step[2])
     elif kind == "confirm":
         stock.confirm(_ORDERS[step[1]], now)
     elif kind == "dispatch":
@@ -544,7 +590,10 @@ def test_write_off_return_does_not_raise_a_low_stock_alert() -> None:
     """Writing off damaged returns changes nothing available, so no low-stock event follows it."""
     stock = item(3, safety_stock=2)
     stock.write_off_return(ORDER_A, 5, "damaged in return", T0)
-    assert kinds(stock.collect_events()) == ["ReturnWrittenOff"]
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.ReturnWrittenOff, order_id=ORDER_A, quantity=5, reason="damaged in return"),
+    )
     assert not stock.low_stock_flagged
 
 
@@ -554,7 +603,11 @@ def test_write_off_return_replays_to_the_same_stock() -> None:
     stock.restock_return(ORDER_A, 1, T0)
     stock.write_off_return(ORDER_A, 1, "damaged in return", T0)
     rebuilt = replayed(stock)
-    assert kinds(rebuilt.given_history[-2:]) == ["ReturnRestocked", "ReturnWrittenOff"]  # type: ignore[attr-defined]
+    assert_events(
+        rebuilt.given_history[-2:],  # type: ignore[attr-defined]
+        an_event(StockItem.ReturnRestocked, order_id=ORDER_A, quantity=1),
+        an_event(StockItem.ReturnWrittenOff, order_id=ORDER_A, quantity=1, reason="damaged in return"),
+    )
     assert state(rebuilt) == state(stock) and rebuilt.on_hand == 11
 
 

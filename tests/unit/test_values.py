@@ -32,8 +32,9 @@ from ecomcore import (
     Shop,
     Sku,
 )
+from ecomcore.domain.allocation import Allocation
 from ecomcore.domain.catalogue import RecordedSku
-from ecomcore.domain.order import Allocation, Order, OrderLine
+from ecomcore.domain.order import Order, OrderLine
 from ecomcore.domain.values import (
     LINE_MAX_LENGTH,
     MAX_CART_LINES,

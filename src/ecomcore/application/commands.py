@@ -10,8 +10,9 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.catalogue import Id
+from ecomcore.domain.checkout import CancelReason
 from ecomcore.domain.coupon import IssueChannel, Validity
-from ecomcore.domain.order import CancelReason, OrderState, RefundStatus
+from ecomcore.domain.order import OrderState, RefundStatus
 from ecomcore.domain.pricing import CouponTerms
 from ecomcore.domain.values import (
     LINE_MAX_LENGTH,
@@ -29,8 +30,8 @@ from ecomcore.domain.values import (
 
 ExternalId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 LineNo = Annotated[int, Field(ge=1, le=10_000)]
-#: Units by order line number, e.g. ``{1: 2, 3: 1}``.
-LineUnits = Annotated[dict[LineNo, Quantity], Field(min_length=1, max_length=MAX_CART_LINES)]
+#: Units asked for by order line number, e.g. ``{1: 2, 3: 1}`` (a bounded ``LineUnits``).
+RequestedUnits = Annotated[dict[LineNo, Quantity], Field(min_length=1, max_length=MAX_CART_LINES)]
 Marked = Annotated[
     dict[LineNo, Annotated[int, Field(ge=0, le=MAX_QUANTITY, strict=True)]], Field(max_length=MAX_CART_LINES)
 ]
@@ -195,7 +196,7 @@ class RefundOnly(Command):
 
     order_id: UUID
     refund_id: ExternalId  # the payment provider's refund id
-    lines: LineUnits
+    lines: RequestedUnits
     reason: Prose
     #: Take the units from this parcel only (e.g. the one that was lost); by default
     #: units not dispatched go first, then lost ones, then delivered ones.
@@ -205,7 +206,7 @@ class RefundOnly(Command):
 class RequestReturn(Command):
     order_id: UUID
     customer_id: Id
-    lines: LineUnits
+    lines: RequestedUnits
     reason: Prose
     #: Retrying with the same request id names the same return.
     request_id: ExternalId | None = None

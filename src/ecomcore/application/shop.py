@@ -22,48 +22,37 @@ from ecomcore.application import commands as cmd
 from ecomcore.application.unit_of_work import UnitOfWork
 from ecomcore.domain.after_sales import RefundableSummary, RefundKind, RefundPlan, RefundRecord, ReturnCase
 from ecomcore.domain.aggregate import Aggregate, DomainEvent
+from ecomcore.domain.allocation import Allocation, allocate
 from ecomcore.domain.catalogue import Catalogue, Merchant, Promotion, Sku, Warehouse
+from ecomcore.domain.checkout import CancelReason, Checkout, checkout_id_for_request
 from ecomcore.domain.coupon import Coupon, CouponCampaign, CouponState
 from ecomcore.domain.errors import (
     ConcurrencyConflict,
-    CouponNotUsable,
-    IllegalTransition,
-    InsufficientStock,
     InvalidCommand,
     NotFound,
-    PaymentRefused,
     PromotionConflict,
 )
-from ecomcore.domain.order import (
-    Allocation,
-    CancelReason,
-    Checkout,
-    Order,
-    OrderLine,
-    OrderState,
-    PlannedParcel,
-    checkout_id_for_request,
-    order_id_for,
-)
+from ecomcore.domain.order import Order, OrderLine, OrderState, order_id_for
+from ecomcore.domain.parcels import PlannedParcel
 from ecomcore.domain.pricing import (
     AppliedCoupon,
-    AppliedPromotion,
+    CouponSlots,
     MerchantCart,
     PricedItem,
-    apportion,
+    best_promotion,
     price_checkout,
 )
 from ecomcore.domain.recommendation import CandidateCoupon, Recommendation, recommend
+from ecomcore.domain.renames import former_topics
 from ecomcore.domain.shipment import (
     ParcelItem,
     Shipment,
-    ShipmentState,
     TrackingUpdate,
     plan_parcels,
     return_shipment_id_for,
     shipment_id_for,
 )
-from ecomcore.domain.stock_item import StockItem, stock_item_id
+from ecomcore.domain.stock_item import ReleaseReason, StockItem, stock_item_id
 from ecomcore.domain.values import require_amount_within
 from ecomcore.infrastructure.catalogue import open_catalogue
 from ecomcore.infrastructure.clock import Clock, SystemClock
@@ -207,12 +196,11 @@ class Shop:
             item = uow.find(StockItem, stock_item_id(c.sku_id, c.warehouse_id))
             if item is None:
                 item = uow.add(
-                    StockItem.register(
+                    StockItem.set_up(
                         c.sku_id, c.warehouse_id, now, safety_stock=c.safety_stock, reorder_quantity=c.reorder_quantity
                     )
                 )
-                item._watch_low_stock(now)
-            elif (item.safety_stock, item.reorder_quantity) != (c.safety_stock, c.reorder_quantity):
+            else:
                 item.set_safety_stock(c.safety_stock, c.reorder_quantity, now)
             return item.id
 
@@ -326,7 +314,7 @@ class Shop:
             deadline = now + self.settings.payment_timeout
             allocations = self._allocate(uow, by_merchant, quantities, warehouses, now)
             coupons = self._coupons_for(uow, c, set(by_merchant), now)
-            price = price_checkout(self._carts(by_merchant, quantities, coupons, now), coupons.get(None))
+            price = price_checkout(self._carts(by_merchant, quantities, coupons, now), coupons.platform)
             # One Pay settles the checkout, and no amount may exceed MAX_AMOUNT; this also
             # bounds freight, which the inputs alone do not (see ecomcore.domain.values).
             require_amount_within("the checkout's payable", price.payable)
@@ -351,7 +339,7 @@ class Shop:
                     for allocation in line.allocations:
                         stock = uow.get(StockItem, stock_item_id(line.sku.sku_id, allocation.warehouse_id))
                         stock.reserve(order_id, allocation.quantity, deadline, now)
-                merchant_coupon = coupons.get(order_price.merchant_id)
+                merchant_coupon = coupons.merchant.get(order_price.merchant_id)
                 uow.add(
                     Order.place(
                         order_id,
@@ -410,19 +398,22 @@ class Shop:
         self,
         by_merchant: dict[str, list[Sku]],
         quantities: dict[str, int],
-        coupons: dict[str | None, AppliedCoupon],
+        coupons: CouponSlots,
         now: datetime,
     ) -> list[MerchantCart]:
-        return [
-            MerchantCart(
-                merchant_id=merchant_id,
-                items=tuple(_priced(sku, quantities[sku.sku_id]) for sku in merchant_skus),
-                promotion=self._best_promotion(merchant_id, merchant_skus, quantities, now),
-                coupon=coupons.get(merchant_id),
-                freight=self._merchant(merchant_id).freight,
+        carts = []
+        for merchant_id, merchant_skus in by_merchant.items():
+            items = tuple(_priced(sku, quantities[sku.sku_id]) for sku in merchant_skus)
+            carts.append(
+                MerchantCart(
+                    merchant_id=merchant_id,
+                    items=items,
+                    promotion=best_promotion(self.catalogue.promotions(merchant_id), items, now),
+                    coupon=coupons.merchant.get(merchant_id),
+                    freight=self._merchant(merchant_id).freight,
+                )
             )
-            for merchant_id, merchant_skus in by_merchant.items()
-        ]
+        return carts
 
     def recommend_coupons(
         self, customer_id: str, cart: Iterable[cmd.CartItem | dict[str, Any]], now: datetime | None = None
@@ -445,7 +436,7 @@ class Shop:
                 candidates.append(
                     CandidateCoupon(coupon_id=str(coupon.id), terms=coupon.terms, valid_until=coupon.valid_until)
                 )
-        return recommend(self._carts(by_merchant, quantities, {}, now), candidates)
+        return recommend(self._carts(by_merchant, quantities, CouponSlots(), now), candidates)
 
     def coupon_ids_of(self, customer_id: str) -> list[UUID]:
         """Every coupon ever issued to a customer, oldest first."""
@@ -465,89 +456,33 @@ class Shop:
         warehouses: list[Warehouse],
         now: datetime,
     ) -> dict[str, tuple[Allocation, ...]]:
-        """Prefer the first warehouse (by priority) that can supply a merchant's whole
-        order; otherwise fill each line from warehouses in priority order, splitting it."""
+        """What every warehouse has available of the cart's SKUs, allocated by the domain's rule."""
         available: dict[tuple[str, str], int] = {}
         for skus in by_merchant.values():
             for sku in skus:
                 for warehouse in warehouses:
                     item = uow.find(StockItem, stock_item_id(sku.sku_id, warehouse.warehouse_id))
                     available[sku.sku_id, warehouse.warehouse_id] = item.available(now) if item else 0
-        allocations: dict[str, tuple[Allocation, ...]] = {}
-        shortages: list[dict[str, Any]] = []
-        for skus in by_merchant.values():
-            single = next(
-                (
-                    w
-                    for w in warehouses
-                    if all(available[s.sku_id, w.warehouse_id] >= quantities[s.sku_id] for s in skus)
-                ),
-                None,
-            )
-            for sku in skus:
-                wanted = quantities[sku.sku_id]
-                if single is not None:
-                    allocations[sku.sku_id] = (Allocation(warehouse_id=single.warehouse_id, quantity=wanted),)
-                    continue
-                parts: list[Allocation] = []
-                for warehouse in warehouses:
-                    take = min(wanted, available[sku.sku_id, warehouse.warehouse_id])
-                    if take > 0:
-                        parts.append(Allocation(warehouse_id=warehouse.warehouse_id, quantity=take))
-                        wanted -= take
-                    if wanted == 0:
-                        break
-                if wanted:
-                    total = sum(available[sku.sku_id, w.warehouse_id] for w in warehouses)
-                    shortages.append({"sku_id": sku.sku_id, "available": total, "requested": quantities[sku.sku_id]})
-                allocations[sku.sku_id] = tuple(parts)
-        if shortages:
-            raise InsufficientStock(shortages)
-        return allocations
+        orders = [{sku.sku_id: quantities[sku.sku_id] for sku in skus} for skus in by_merchant.values()]
+        return allocate(orders, warehouses, available)
 
-    def _coupons_for(
-        self, uow: UnitOfWork, c: cmd.Checkout, merchants: set[str], now: datetime
-    ) -> dict[str | None, AppliedCoupon]:
-        """The chosen coupons by merchant (None: the platform coupon), checked usable."""
-        chosen: dict[str | None, AppliedCoupon] = {}
-        for coupon_id in c.merchant_coupon_ids:
-            coupon = self._usable_coupon(uow, coupon_id, c.customer_id, now)
-            funding = coupon.terms.funding
-            if coupon.terms.is_platform:
-                raise CouponNotUsable(f"coupon {coupon_id} is a platform coupon; pass it as platform_coupon_id")
-            if funding not in merchants:
-                raise CouponNotUsable(f"coupon {coupon_id} is for merchant {funding}, whose goods are not in the cart")
-            if funding in chosen:
-                raise CouponNotUsable(f"only one coupon of merchant {funding} can be used per order")
-            chosen[funding] = AppliedCoupon(coupon_id=str(coupon_id), terms=coupon.terms)
-        if c.platform_coupon_id is not None:
-            coupon = self._usable_coupon(uow, c.platform_coupon_id, c.customer_id, now)
-            if not coupon.terms.is_platform:
-                raise CouponNotUsable(f"coupon {coupon.id} is a merchant coupon, not a platform coupon")
-            chosen[None] = AppliedCoupon(coupon_id=str(coupon.id), terms=coupon.terms)
-        return chosen
+    def _coupons_for(self, uow: UnitOfWork, c: cmd.Checkout, merchants: set[str], now: datetime) -> CouponSlots:
+        """The chosen coupons, each checked usable by this customer now, in their slots."""
+        merchant_coupons = [
+            self._usable_coupon(uow, coupon_id, c.customer_id, now) for coupon_id in c.merchant_coupon_ids
+        ]
+        platform_coupon = (
+            self._usable_coupon(uow, c.platform_coupon_id, c.customer_id, now)
+            if c.platform_coupon_id is not None
+            else None
+        )
+        return CouponSlots.fill(merchant_coupons, platform_coupon, merchants)
 
-    def _usable_coupon(self, uow: UnitOfWork, coupon_id: UUID, customer_id: str, now: datetime) -> Coupon:
+    def _usable_coupon(self, uow: UnitOfWork, coupon_id: UUID, customer_id: str, now: datetime) -> AppliedCoupon:
         coupon = uow.get(Coupon, coupon_id, "coupon")
         coupon.check_usable(customer_id, now)
-        return coupon
-
-    def _best_promotion(
-        self, merchant_id: str, skus: list[Sku], quantities: dict[str, int], now: datetime
-    ) -> AppliedPromotion | None:
-        """At most one automatic promotion per merchant order: the one worth most."""
-        items = [_priced(sku, quantities[sku.sku_id]) for sku in skus]
-        best: tuple[int, str, Promotion] | None = None
-        for promotion in self.catalogue.promotions(merchant_id):
-            if not promotion.is_active(now):
-                continue
-            eligible = sum(i.gross for i in items if promotion.terms.scope.covers(i))
-            discount = promotion.terms.discount_on(eligible)
-            if discount and (best is None or (-discount, promotion.promotion_id) < (-best[0], best[1])):
-                best = (discount, promotion.promotion_id, promotion)
-        if best is None:
-            return None
-        return AppliedPromotion(promotion_id=best[2].promotion_id, terms=best[2].terms)
+        assert coupon.terms is not None
+        return AppliedCoupon(coupon_id=str(coupon.id), terms=coupon.terms)
 
     def checkout_of(self, checkout_id: UUID) -> Checkout:
         return self._load(Checkout, checkout_id)
@@ -567,19 +502,10 @@ class Shop:
         def work(uow: UnitOfWork, now: datetime) -> cmd.PaymentReceipt:
             checkout = uow.get(Checkout, c.checkout_id, "checkout")
             orders = [uow.get(Order, oid) for oid in checkout.order_ids]
-            earlier = _earlier_payment(checkout, c.payment_id)
-            if earlier is not None:
-                if earlier != c.amount:
-                    raise PaymentRefused(
-                        f"payment {c.payment_id} was recorded with amount {earlier}; it cannot now be {c.amount}"
-                    )
+            if checkout.recorded_payment(c.payment_id, c.amount):
                 return _payment_receipt(checkout, orders, c.payment_id)
-            if checkout.is_cancelled or checkout.is_overdue(now) or checkout.is_paid:
+            if not checkout.takes_payment_on_time(now):
                 return self._take_late_payment(uow, checkout, orders, c, now)
-            if c.amount != checkout.payable:
-                raise PaymentRefused(
-                    f"checkout {checkout.id} owes {checkout.payable}; a payment of {c.amount} does not match"
-                )
             checkout.mark_paid(c.payment_id, c.amount, c.provider_txn, now)
             for order in orders:
                 order.pay(c.payment_id, order.payable, c.provider_txn, now)
@@ -598,15 +524,11 @@ class Shop:
         self, uow: UnitOfWork, checkout: Checkout, orders: list[Order], c: cmd.Pay, now: datetime
     ) -> cmd.PaymentReceipt:
         """Money that came after cancellation or the deadline is real: record it, refund it."""
-        if c.amount == 0:
-            raise PaymentRefused(f"checkout {checkout.id} is no longer payable")
-        if not checkout.is_paid and not checkout.is_cancelled:
-            self._cancel_checkout(uow, checkout, orders, CancelReason.TIMEOUT, now)
+        if checkout.is_open:
+            self._cancel_checkout(uow, checkout, CancelReason.TIMEOUT, now)
         checkout.record_late_payment(c.payment_id, c.amount, c.provider_txn, now)
-        weights = [order.payable for order in orders]
-        if not any(weights):
-            weights = [1] * len(orders)
-        for order, share in zip(orders, apportion(c.amount, weights), strict=True):
+        shares = checkout.late_payment_shares(c.amount, [order.payable for order in orders])
+        for order, share in zip(orders, shares, strict=True):
             if share:
                 order.record_late_payment(c.payment_id, share, c.provider_txn, now)
         return _payment_receipt(checkout, orders, c.payment_id)
@@ -641,21 +563,16 @@ class Shop:
 
         def work(uow: UnitOfWork, now: datetime) -> None:
             checkout = uow.get(Checkout, c.checkout_id, "checkout")
-            if checkout.is_cancelled:
-                return
-            if checkout.is_paid:
-                raise IllegalTransition(
-                    f"checkout {checkout.id} is paid; after payment money goes back only through refunds"
-                )
-            orders = [uow.get(Order, oid) for oid in checkout.order_ids]
-            self._cancel_checkout(uow, checkout, orders, c.reason, now)
+            self._cancel_checkout(uow, checkout, c.reason, now)
 
         self._transact(work)
 
-    def _cancel_checkout(
-        self, uow: UnitOfWork, checkout: Checkout, orders: list[Order], reason: CancelReason, now: datetime
-    ) -> None:
-        release_reason = "expired" if reason is CancelReason.TIMEOUT else "cancelled"
+    def _cancel_checkout(self, uow: UnitOfWork, checkout: Checkout, reason: CancelReason, now: datetime) -> None:
+        """Cancel the checkout and all its orders: stock released, coupons unlocked."""
+        if not checkout.cancel(reason, now):
+            return  # cancelled already
+        release_reason = reason.release_reason
+        orders = [uow.get(Order, oid) for oid in checkout.order_ids]
         for order in orders:
             order.cancel(reason, now)
             for line in order.lines:
@@ -666,7 +583,6 @@ class Shop:
             coupon = uow.get(Coupon, coupon_id)
             if coupon.state is CouponState.LOCKED and coupon.checkout_id == checkout.id:
                 coupon.unlock(release_reason, now)
-        checkout.cancel(reason, now)
 
     def expire_overdue_orders(self, now: datetime | None = None) -> list[UUID]:
         """Cancel every unpaid checkout past its payment deadline; returns their ids."""
@@ -675,10 +591,9 @@ class Shop:
         for checkout_id in self._aggregate_ids_with(Checkout.Placed):
             def work(uow: UnitOfWork, _: datetime, checkout_id: UUID = checkout_id) -> bool:
                 checkout = uow.get(Checkout, checkout_id)
-                if checkout.is_paid or checkout.is_cancelled or not checkout.is_overdue(now):
+                if not checkout.is_overdue(now):
                     return False
-                orders = [uow.get(Order, oid) for oid in checkout.order_ids]
-                self._cancel_checkout(uow, checkout, orders, CancelReason.TIMEOUT, now)
+                self._cancel_checkout(uow, checkout, CancelReason.TIMEOUT, now)
                 return True
 
             if self._transact(work):
@@ -723,12 +638,13 @@ class Shop:
         }
 
     def _aggregate_ids_with(self, event_type: type[DomainEvent], batch: int = 1000) -> Iterator[UUID]:
-        """Ids of aggregates that recorded ``event_type``, streamed from the notification log."""
-        topic = get_topic(event_type)
+        """Ids of aggregates that recorded ``event_type`` (under its current or a former
+        name), streamed from the notification log."""
+        topics = [get_topic(event_type), *former_topics(event_type)]
         seen: set[UUID] = set()
         start = 1
         while True:
-            notifications = self.store.recorder.select_notifications(start, batch, topics=[topic])
+            notifications = self.store.recorder.select_notifications(start, batch, topics=topics)
             for n in notifications:
                 if n.originator_id not in seen:
                     seen.add(n.originator_id)
@@ -866,7 +782,7 @@ class Shop:
                     order_id=order.id,
                     checkout_id=order.checkout_id,
                     merchant_id=order.merchant_id,
-                    warehouse_id=self._return_warehouse(uow, order, case),
+                    warehouse_id=uow.get(Shipment, order.return_parcel(case.return_id)).warehouse_id,
                     return_id=case.return_id,
                     items=tuple(
                         ParcelItem(
@@ -895,7 +811,8 @@ class Shop:
             order.return_received(case.return_id, c.sellable, c.damaged, now)
             assert case.shipment_id is not None
             shipment = uow.get(Shipment, case.shipment_id)
-            shipment.receive(order.returns[case.return_id].sellable, order.returns[case.return_id].damaged, now)
+            received = order.returns[case.return_id]
+            shipment.check_in_return(received.sellable, received.damaged, now)
             for line_no in case.lines:
                 sku_id = order.line(line_no).sku.sku_id
                 stock = self._stock_item(uow, sku_id, shipment.warehouse_id, now)
@@ -938,14 +855,6 @@ class Shop:
             raise NotFound(f"customer {customer_id} has no order {order_id}")
         return order
 
-    def _return_warehouse(self, uow: UnitOfWork, order: Order, case: ReturnCase) -> str:
-        for shipment_id, units in order.parcels.items():
-            if any(line_no in units for line_no in case.lines):
-                shipment = uow.get(Shipment, shipment_id)
-                if shipment.state is ShipmentState.DELIVERED:
-                    return shipment.warehouse_id
-        raise AssertionError(f"return {case.return_id} names no delivered parcel of order {order.id}")
-
     def _withdraw_from_parcels(self, uow: UnitOfWork, order: Order, plan: RefundPlan, now: datetime) -> None:
         """Refunded units that have not left: shrink their parcels, release their reservations."""
         for shipment_id, units in plan.withdrawn.items():
@@ -953,7 +862,7 @@ class Shop:
             shipment.withdraw(units, "refunded before dispatch", now)
             for line_no, n in units.items():
                 stock = uow.get(StockItem, stock_item_id(order.line(line_no).sku.sku_id, shipment.warehouse_id))
-                stock.release(order.id, "refunded", now, quantity=n)
+                stock.release(order.id, ReleaseReason.REFUNDED, now, quantity=n)
 
     def _issue_refund(
         self, uow: UnitOfWork, order: Order, refund_id: str, plan: RefundPlan, reason: str, now: datetime
@@ -990,12 +899,6 @@ def _checkout_receipt(checkout: Checkout) -> cmd.CheckoutReceipt:
         payable=checkout.payable,
         payment_deadline=checkout.payment_deadline,
     )
-
-
-def _earlier_payment(checkout: Checkout, payment_id: str) -> int | None:
-    if checkout.payment_id == payment_id:
-        return checkout.paid_amount
-    return checkout.late_payments.get(payment_id)
 
 
 def _refund_receipt(order: Order, record: RefundRecord, returned: tuple[UUID, ...] = ()) -> cmd.RefundReceipt:

@@ -13,19 +13,20 @@ from datetime import datetime
 from typing import Any, ClassVar, Self, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ecomcore.domain.values import Value
 
 E = TypeVar("E", bound="DomainEvent")
 
 
-class DomainEvent(BaseModel):
+class DomainEvent(Value):
     """An immutable fact about one aggregate, named in the past tense.
 
     ``class_version`` is stored with the event; when an event's shape changes,
     raise it and add ``upcast_vN_vN+1(state: dict) -> None`` to the class.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     class_version: ClassVar[int] = 1
 
     originator_id: UUID
@@ -43,6 +44,7 @@ class Snapshot(DomainEvent):
     def take(cls, aggregate: Aggregate) -> Snapshot:
         from eventsourcing.utils import get_topic
 
+        assert aggregate.modified_on is not None, "a snapshot is taken of an aggregate with history"
         return cls(
             originator_id=aggregate.id,
             originator_version=aggregate.version,

@@ -9,23 +9,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ecomcore.domain.money import Amount
 from ecomcore.domain.pricing import FreightTemplate, PromotionTerms
-from ecomcore.domain.values import Line, UnitPrice, UnitWeight
+from ecomcore.domain.values import Line, UnitPrice, UnitWeight, Value
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 
 
-class RecordedSku(BaseModel):
+class RecordedSku(Value):
     """A SKU as an order recorded it (``OrderLine.sku``, inside ``Order.Placed``).
 
     Recorded history must always load, so this keeps the looser rules SKUs were once
     registered under; new SKUs come through :class:`Sku`, whose values are bounded.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     sku_id: Id
     spu_id: Id
     merchant_id: Id
@@ -49,8 +48,7 @@ class Sku(RecordedSku):
     title: Line
 
 
-class Warehouse(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Warehouse(Value):
     warehouse_id: Id
     region: Line
     #: 1 is the first choice; larger numbers are tried later (the catalogue keeps it
@@ -58,19 +56,17 @@ class Warehouse(BaseModel):
     priority: int = Field(ge=1, le=2**31 - 1)
 
 
-class Merchant(BaseModel):
+class Merchant(Value):
     """A merchant (店铺) and its freight template."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     merchant_id: Id
     name: Line
     freight: FreightTemplate | None = None
 
 
-class Promotion(BaseModel):
+class Promotion(Value):
     """A merchant's automatic promotion (满减) over a time window."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     promotion_id: Id
     terms: PromotionTerms
     starts_at: datetime

@@ -7,11 +7,12 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid5
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, applies
 from ecomcore.domain.errors import CampaignRefused, CouponNotUsable, IllegalTransition
 from ecomcore.domain.pricing import CouponTerms
+from ecomcore.domain.values import Value
 
 
 class IssueChannel(StrEnum):
@@ -20,10 +21,9 @@ class IssueChannel(StrEnum):
     COMPENSATION = "compensation"  # after-sales goodwill
 
 
-class Validity(BaseModel):
+class Validity(Value):
     """How long an issued coupon can be used: fixed dates, or N days from issue."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     days_from_issue: int | None = Field(None, gt=0)
@@ -133,6 +133,7 @@ class CouponCampaign(Aggregate):
         self.stopped = True
 
     def snapshot_state(self) -> dict[str, Any]:
+        assert self.created_on and self.terms and self.claim_starts_at and self.claim_ends_at and self.validity
         created = self.Created(
             originator_id=self.id,
             originator_version=1,
@@ -191,7 +192,12 @@ class Coupon(Aggregate):
 
         order_id: UUID
 
-    class Returned(DomainEvent):
+    class Reinstated(DomainEvent):
+        """Available again: every order it was redeemed on was refunded in full, within its validity.
+
+        ecomcore 0.1 stored it as ``Coupon.Returned`` (see ``renames.py``).
+        """
+
         reason: str
 
     class Expired(DomainEvent):
@@ -254,9 +260,9 @@ class Coupon(Aggregate):
         self._record(self.Redeemed, now, checkout_id=checkout_id)
 
     def order_refunded(self, order_id: UUID, now: datetime) -> bool:
-        """An order it was redeemed on is fully refunded; True if the coupon came back.
+        """An order it was redeemed on is fully refunded; True if the coupon is available again.
 
-        A coupon is returned only when every order it covered is fully refunded (a
+        A coupon is reinstated only when every order it covered is fully refunded (a
         platform coupon spans all merchant orders of its checkout), and only while it
         is still valid; past its validity it expires instead (spec §5.3).  Until then
         it stays redeemed.  Every such order records itself here, so two orders
@@ -271,12 +277,13 @@ class Coupon(Aggregate):
         if not self.is_valid_at(now):
             self._record(self.Expired, now)
             return False
-        self._record(self.Returned, now, reason="order refunded in full")
+        self._record(self.Reinstated, now, reason="order refunded in full")
         return True
 
     def expire(self, now: datetime) -> bool:
         """Record that an unused coupon ran out of validity; True if it did now."""
-        if self.state is CouponState.AVAILABLE and not self.is_valid_at(now) and now >= self.valid_until:
+        ended = self.valid_until is not None and now >= self.valid_until
+        if self.state is CouponState.AVAILABLE and not self.is_valid_at(now) and ended:
             self._record(self.Expired, now)
             return True
         return False
@@ -302,8 +309,8 @@ class Coupon(Aggregate):
     def _order_refunded(self, e: OrderRefunded) -> None:
         self.refunded_orders.add(e.order_id)
 
-    @applies(Returned)
-    def _returned(self, e: Returned) -> None:
+    @applies(Reinstated)
+    def _reinstated(self, e: Reinstated) -> None:
         self.state, self.checkout_id, self.order_ids = CouponState.AVAILABLE, None, ()
         self.refunded_orders = set()
 

@@ -1,8 +1,10 @@
-"""Checkout and Order (订单).
+"""Order (订单): one merchant's part of a checkout.
 
 A checkout whose cart holds several merchants' goods is split into one Order per
-merchant (first split, for settlement); they share the checkout, which is paid by
-one payment and, before payment, cancelled as a whole.
+merchant (first split, for settlement); they share the checkout (``checkout.py``),
+which is paid by one payment and, before payment, cancelled as a whole.  After-sales
+rules (unit ledger, refund pricing, returns) live in ``after_sales.py``; the Order
+records their events, so refunds stay inside its consistency boundary.
 
 Order states::
 
@@ -14,36 +16,31 @@ Order states::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID, uuid5
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ecomcore.domain.after_sales import (
-    LineRefundable,
-    LineUnits,
-    ParcelUnits,
     RefundableSummary,
     RefundKind,
     RefundPlan,
     RefundRecord,
     ReturnCase,
     ReturnStatus,
+    UnitLedger,
 )
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, applies
+from ecomcore.domain.allocation import Allocation
 from ecomcore.domain.catalogue import RecordedSku
+from ecomcore.domain.checkout import CancelReason
+
+from ecomcore.domain.checkout import PaymentEvent
 from ecomcore.domain.errors import IllegalTransition, NotFound, RefundRefused, ReturnRefused
-from ecomcore.domain.pricing import unit_refund
-
-_CHECKOUT_NAMESPACE = uuid5(NAMESPACE_URL, "https://ecomcore/checkout")
-
-
-def checkout_id_for_request(client_request_id: str) -> UUID:
-    """A client that retries a checkout with the same request id names the same checkout."""
-    return uuid5(_CHECKOUT_NAMESPACE, client_request_id)
+from ecomcore.domain.parcels import LineUnits, ParcelUnits, PlannedParcel, ShipmentProgress
+from ecomcore.domain.values import Value
 
 
 def order_id_for(checkout_id: UUID, merchant_id: str) -> UUID:
@@ -52,12 +49,6 @@ def order_id_for(checkout_id: UUID, merchant_id: str) -> UUID:
 
 #: Refund reason of the automatic refund of a payment that arrived too late.
 LATE_PAYMENT = RefundKind.LATE_PAYMENT.value
-
-
-class CancelReason(StrEnum):
-    CUSTOMER = "customer"
-    TIMEOUT = "timeout"
-    OPERATIONS = "operations"
 
 
 class OrderState(StrEnum):
@@ -77,18 +68,16 @@ class RefundStatus(StrEnum):
     FULL = "full"
 
 
-class Allocation(BaseModel):
-    """Units of a line reserved in one warehouse."""
+class CompletionKind(StrEnum):
+    """How an order was completed."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    warehouse_id: str
-    quantity: int = Field(gt=0)
+    CONFIRMED = "confirmed"  # the customer confirmed receipt
+    AUTOMATIC = "automatic"  # the after-sales window passed
 
 
-class OrderLine(BaseModel):
+class OrderLine(Value):
     """One SKU of an order, with the money it was priced at (recorded, never recomputed)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     line_no: int = Field(ge=1)
     sku: RecordedSku
     quantity: int = Field(gt=0)
@@ -109,112 +98,6 @@ class OrderLine(BaseModel):
         return sku
 
 
-class PlannedParcel(BaseModel):
-    """Which units of which lines one planned shipment carries."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    shipment_id: UUID
-    lines: dict[int, int] = Field(min_length=1)
-
-
-class ShipmentProgress(StrEnum):
-    PLANNED = "planned"
-    DISPATCHED = "dispatched"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class Checkout(Aggregate):
-    class Placed(DomainEvent):
-        customer_id: str
-        order_ids: tuple[UUID, ...]
-        payable: int = Field(ge=0)
-        payment_deadline: datetime
-        client_request_id: str | None
-        coupon_ids: tuple[UUID, ...]
-
-    class Paid(DomainEvent):
-        payment_id: str
-        amount: int = Field(ge=0)
-        provider_txn: str
-
-    class LatePaymentReceived(DomainEvent):
-        """Real money that arrived after cancellation or the deadline; it is refunded."""
-
-        payment_id: str
-        amount: int = Field(gt=0)
-        provider_txn: str
-
-    class Cancelled(DomainEvent):
-        reason: CancelReason
-
-    def __init__(self, id: UUID) -> None:
-        super().__init__(id)
-        self.customer_id = ""
-        self.order_ids: tuple[UUID, ...] = ()
-        self.coupon_ids: tuple[UUID, ...] = ()
-        self.payable = 0
-        self.payment_deadline: datetime | None = None
-        self.client_request_id: str | None = None
-        self.payment_id: str | None = None
-        self.paid_amount = 0
-        self.late_payments: dict[str, int] = {}
-        self.cancelled_reason: CancelReason | None = None
-
-    @classmethod
-    def place(cls, checkout_id: UUID, now: datetime, **facts: object) -> Checkout:
-        checkout = cls(checkout_id)
-        checkout._record(cls.Placed, now, **facts)
-        return checkout
-
-    @property
-    def is_paid(self) -> bool:
-        return self.payment_id is not None
-
-    @property
-    def is_cancelled(self) -> bool:
-        return self.cancelled_reason is not None
-
-    def is_overdue(self, now: datetime) -> bool:
-        assert self.payment_deadline is not None
-        return not self.is_paid and now >= self.payment_deadline
-
-    def mark_paid(self, payment_id: str, amount: int, provider_txn: str, now: datetime) -> None:
-        if self.is_paid or self.is_cancelled:
-            state = "paid" if self.is_paid else "cancelled"
-            raise IllegalTransition(f"checkout {self.id} is {state}; it cannot be paid again")
-        self._record(self.Paid, now, payment_id=payment_id, amount=amount, provider_txn=provider_txn)
-
-    def record_late_payment(self, payment_id: str, amount: int, provider_txn: str, now: datetime) -> None:
-        self._record(self.LatePaymentReceived, now, payment_id=payment_id, amount=amount, provider_txn=provider_txn)
-
-    def cancel(self, reason: CancelReason, now: datetime) -> None:
-        if self.is_paid:
-            raise IllegalTransition(
-                f"checkout {self.id} is paid; after payment money goes back only through refunds"
-            )
-        if not self.is_cancelled:
-            self._record(self.Cancelled, now, reason=reason)
-
-    @applies(Placed)
-    def _placed(self, e: Placed) -> None:
-        self.customer_id, self.order_ids, self.coupon_ids = e.customer_id, e.order_ids, e.coupon_ids
-        self.payable, self.payment_deadline, self.client_request_id = e.payable, e.payment_deadline, e.client_request_id
-
-    @applies(Paid)
-    def _paid(self, e: Paid) -> None:
-        self.payment_id, self.paid_amount = e.payment_id, e.amount
-
-    @applies(LatePaymentReceived)
-    def _late_payment(self, e: LatePaymentReceived) -> None:
-        self.late_payments[e.payment_id] = e.amount
-
-    @applies(Cancelled)
-    def _cancelled(self, e: Cancelled) -> None:
-        self.cancelled_reason = e.reason
-
-
 class Order(Aggregate):
     class Placed(DomainEvent):
         checkout_id: UUID
@@ -230,15 +113,11 @@ class Order(Aggregate):
         payment_deadline: datetime
         shipping_address: str
 
-    class Paid(DomainEvent):
-        payment_id: str
-        amount: int = Field(ge=0)
-        provider_txn: str
+    class Paid(PaymentEvent):
+        """The order's share of its checkout's payment (its payable)."""
 
-    class LatePaymentReceived(DomainEvent):
-        payment_id: str
-        amount: int = Field(ge=0)
-        provider_txn: str
+    class LatePaymentReceived(PaymentEvent):
+        """The order's share of a late payment; a RefundIssued of the same amount follows."""
 
     class RefundIssued(DomainEvent):
         """Money went back to the customer; the amounts are the ones the provider refunded."""
@@ -304,7 +183,7 @@ class Order(Aggregate):
         damaged: LineUnits
 
     class Completed(DomainEvent):
-        how: str  # "confirmed" by the customer, or "automatic" after the after-sales window
+        how: CompletionKind
 
     def __init__(self, id: UUID) -> None:
         super().__init__(id)
@@ -329,7 +208,7 @@ class Order(Aggregate):
         self.refunded = 0
         self.freight_refunded = 0
         self.refunds: dict[str, RefundRecord] = {}
-        self.refunded_units: dict[int, int] = {}
+        self.refunded_units: LineUnits = {}
         self.refunded_amounts: dict[int, int] = {}
         self.shipments: dict[UUID, ShipmentProgress] = {}
         #: What each outbound parcel still carries (refunds before dispatch shrink it).
@@ -385,32 +264,20 @@ class Order(Aggregate):
                 return line
         raise IllegalTransition(f"order {self.id} has no line {line_no}")
 
+    @property
+    def ledger(self) -> UnitLedger:
+        """This order's units, line by line and parcel by parcel: the after-sales rules' view."""
+        return UnitLedger(self)
+
     def refundable(self) -> RefundableSummary:
         """Each line's net paid, refunded and still refundable, from this order's history."""
-        return RefundableSummary(
-            order_id=self.id,
-            paid=self.paid,
-            refunded=self.refunded,
-            freight=self.freight,
-            freight_refunded=self.freight_refunded,
-            lines=tuple(
-                LineRefundable(
-                    line_no=line.line_no,
-                    sku_id=line.sku.sku_id,
-                    quantity=line.quantity,
-                    net=line.net,
-                    refunded_units=self.refunded_units.get(line.line_no, 0),
-                    refunded_amount=self.refunded_amounts.get(line.line_no, 0),
-                    refundable_now=self._refundable_now(line.line_no),
-                    not_dispatched=self._units_in(line.line_no, ShipmentProgress.PLANNED),
-                    on_the_way=self._units_in(line.line_no, ShipmentProgress.DISPATCHED),
-                    lost=sum(units for _, units in self._lost_open(line.line_no)),
-                    delivered=self._delivered_open(line.line_no),
-                    returning=self._returning(line.line_no),
-                )
-                for line in self.lines
-            ),
-        )
+        return self.ledger.summary()
+
+    def return_case(self, return_id: UUID) -> ReturnCase:
+        case = self.returns.get(return_id)
+        if case is None:
+            raise NotFound(f"order {self.id} has no return {return_id}")
+        return case
 
     # -- commands ------------------------------------------------------------------
 
@@ -454,12 +321,12 @@ class Order(Aggregate):
 
     def confirm_receipt(self, now: datetime) -> None:
         self._require(OrderState.DELIVERED, "be confirmed as received")
-        self._record(self.Completed, now, how="confirmed")
+        self._record(self.Completed, now, how=CompletionKind.CONFIRMED)
 
     def complete_if_window_passed(self, window_end: datetime, now: datetime) -> bool:
         """Complete a delivered order after its after-sales window, unless a return is still open."""
         if self.state is OrderState.DELIVERED and now >= window_end and not self.has_open_return:
-            self._record(self.Completed, now, how="automatic")
+            self._record(self.Completed, now, how=CompletionKind.AUTOMATIC)
             return True
         return False
 
@@ -468,83 +335,20 @@ class Order(Aggregate):
     def earlier_refund(
         self, refund_id: str, kind: RefundKind, units: LineUnits, return_id: UUID | None = None
     ) -> RefundRecord | None:
-        """The refund already issued under ``refund_id``, if this is the same request again.
-
-        The same id for different units is a mistake the provider would not make:
-        it is refused rather than silently answered with the old refund.
-        """
-        record = self.refunds.get(refund_id)
-        if record is None:
-            return None
-        same = (
-            record.kind is kind
-            and {no: n for no, (n, _) in record.lines.items()} == units
-            and record.return_id == return_id
-        )
-        if not same:
-            raise RefundRefused(f"refund {refund_id} was already issued on order {self.id} for other units")
-        return record
+        """The refund already issued under ``refund_id``, if this is the same request again."""
+        return self.ledger.earlier_refund(refund_id, kind, units, return_id)
 
     def plan_refund_only(self, units: LineUnits, from_shipment: UUID | None = None) -> RefundPlan:
-        """Refund only (仅退款): price ``units`` by line and decide which units they settle.
-
-        Units still in parcels that have not left are taken first (the last parcel
-        first, so earlier parcels stay whole), then units of lost parcels, then
-        delivered units the customer keeps.  ``from_shipment`` takes them from that one
-        parcel only (say, the parcel that was lost).  Units on their way cannot be
-        refunded until they are delivered or reported lost.
-        """
+        """Refund only (仅退款): see :meth:`UnitLedger.plan_refund_only`."""
         self._require_refundable()
-        if from_shipment is not None and from_shipment not in self.shipments:
-            raise RefundRefused(f"shipment {from_shipment} does not belong to order {self.id}")
-
-        def only_chosen(parcels: list[tuple[UUID, int]]) -> list[tuple[UUID, int]]:
-            return [(sid, n) for sid, n in parcels if from_shipment in (None, sid)]
-
-        withdrawn: ParcelUnits = {}
-        lost: ParcelUnits = {}
-        kept: LineUnits = {}
-        shortfalls = []
-        for line_no in sorted(units):
-            self._line_or(RefundRefused, line_no)
-            wanted = units[line_no]
-            planned_last_first = reversed(only_chosen(self._parcels_in(line_no, ShipmentProgress.PLANNED)))
-            for sid, n in self._take(planned_last_first, wanted):
-                withdrawn.setdefault(sid, {})[line_no] = n
-                wanted -= n
-            for sid, n in self._take(only_chosen(self._lost_open(line_no)), wanted):
-                lost.setdefault(sid, {})[line_no] = n
-                wanted -= n
-            keepable = self._delivered_open(line_no)
-            if from_shipment is not None:
-                in_parcel = only_chosen(self._parcels_in(line_no, ShipmentProgress.DELIVERED))
-                keepable = min(keepable, sum(n for _, n in in_parcel))
-            if kept_units := min(wanted, keepable):
-                kept[line_no] = kept_units
-                wanted -= kept_units
-            if wanted:
-                shortfalls.append(self._shortfall(line_no, units[line_no], from_shipment))
-        if shortfalls:
-            raise RefundRefused("; ".join(shortfalls), order_id=str(self.id))
-        return self._priced(RefundKind.REFUND_ONLY, units, withdrawn=withdrawn, lost=lost, kept=kept)
+        return self.ledger.plan_refund_only(units, from_shipment)
 
     def plan_return_refund(self, return_id: UUID) -> RefundPlan:
         """The refund of a received return: its units, priced from this order's history."""
-        case = self.return_case(return_id)
-        if case.status is not ReturnStatus.RECEIVED:
-            raise RefundRefused(
-                f"return {return_id} is {case.status.value}; it is refunded once the warehouse has received it"
-            )
-        return self._priced(RefundKind.RETURN, case.lines, return_id=return_id)
+        return self.ledger.plan_return_refund(self.return_case(return_id))
 
     def issue_refund(self, refund_id: str, plan: RefundPlan, reason: str, now: datetime) -> RefundRecord:
-        if refund_id in self.refunds:
-            raise RefundRefused(f"refund {refund_id} was already issued on order {self.id}")
-        if self.refunded + plan.amount > self.paid:
-            raise RefundRefused(
-                f"order {self.id} was paid {self.paid} and has refunded {self.refunded}; "
-                f"{plan.amount} more would exceed what was paid"
-            )
+        self.ledger.require_issuable(refund_id, plan)
         self._record(
             self.RefundIssued,
             now,
@@ -568,41 +372,30 @@ class Order(Aggregate):
             return False
         if self.state in (OrderState.PENDING_PAYMENT, OrderState.CANCELLED, OrderState.CLOSED):
             raise ReturnRefused(f"order {self.id} is {self.state.value}; nothing can be returned")
-        if self.delivered_at is not None and now >= self.delivered_at + window:
-            raise ReturnRefused(
-                f"the after-sales window of order {self.id} ended at {self.delivered_at + window:%Y-%m-%d %H:%M}"
-            )
-        shortfalls = []
-        for line_no in sorted(units):
-            line = self._line_or(ReturnRefused, line_no)
-            returnable = self._delivered_open(line_no)
-            if units[line_no] > returnable:
-                shortfalls.append(
-                    f"line {line_no} (sku {line.sku.sku_id}) has {returnable} delivered unit(s) that can be "
-                    f"returned, {units[line_no]} requested"
-                    f" ({self._units_in(line_no, ShipmentProgress.PLANNED)} not dispatched, "
-                    f"{self._units_in(line_no, ShipmentProgress.DISPATCHED)} on the way)"
-                )
-        if shortfalls:
-            raise ReturnRefused("; ".join(shortfalls), order_id=str(self.id))
+        self.ledger.require_returnable(units, window, now)
         self._record(self.ReturnRequested, now, return_id=return_id, lines=dict(sorted(units.items())), reason=reason)
         return True
 
     def approve_return(self, return_id: UUID, now: datetime) -> None:
-        self._require_return(return_id, ReturnStatus.REQUESTED, "be approved")
+        self.return_case(return_id).require(ReturnStatus.REQUESTED, "be approved")
         self._record(self.ReturnApproved, now, return_id=return_id)
 
     def reject_return(self, return_id: UUID, reason: str, now: datetime) -> None:
-        self._require_return(return_id, ReturnStatus.REQUESTED, "be rejected")
+        self.return_case(return_id).require(ReturnStatus.REQUESTED, "be rejected")
         self._record(self.ReturnRejected, now, return_id=return_id, reason=reason)
 
     def return_shipped(self, return_id: UUID, shipment_id: UUID, now: datetime) -> None:
-        self._require_return(return_id, ReturnStatus.APPROVED, "be sent back")
+        self.return_case(return_id).require(ReturnStatus.APPROVED, "be sent back")
         self._record(self.ReturnShipped, now, return_id=return_id, shipment_id=shipment_id)
+
+    def return_parcel(self, return_id: UUID) -> UUID:
+        """The delivered parcel whose warehouse takes the return back (see ``UnitLedger.return_parcel``)."""
+        return self.ledger.return_parcel(self.return_case(return_id))
 
     def return_received(self, return_id: UUID, sellable: LineUnits, damaged: LineUnits, now: datetime) -> None:
         """The warehouse checked every unit of the return: each is sellable or damaged."""
-        case = self._require_return(return_id, ReturnStatus.SHIPPED, "be received")
+        case = self.return_case(return_id)
+        case.require(ReturnStatus.SHIPPED, "be received")
         counted = {no: sellable.get(no, 0) + damaged.get(no, 0) for no in {*sellable, *damaged}}
         if {no: n for no, n in counted.items() if n} != case.lines:
             raise ReturnRefused(
@@ -617,7 +410,7 @@ class Order(Aggregate):
             damaged={no: n for no, n in sorted(damaged.items()) if n},
         )
 
-    # -- guards and unit accounting --------------------------------------------------
+    # -- guards ----------------------------------------------------------------------
 
     def _require(self, state: OrderState, action: str) -> None:
         if self.state is not state:
@@ -632,101 +425,6 @@ class Order(Aggregate):
             raise RefundRefused(f"order {self.id} is {self.state.value}: it was never paid, so nothing is refunded")
         if self.state is OrderState.CLOSED:
             raise RefundRefused(f"order {self.id} is closed: every line has been refunded")
-
-    def _line_or(self, refusal: type[RefundRefused | ReturnRefused], line_no: int) -> OrderLine:
-        try:
-            return self.line(line_no)
-        except IllegalTransition:
-            raise refusal(f"order {self.id} has no line {line_no}") from None
-
-    def return_case(self, return_id: UUID) -> ReturnCase:
-        case = self.returns.get(return_id)
-        if case is None:
-            raise NotFound(f"order {self.id} has no return {return_id}")
-        return case
-
-    def _require_return(self, return_id: UUID, status: ReturnStatus, action: str) -> ReturnCase:
-        case = self.return_case(return_id)
-        if case.status is not status:
-            raise IllegalTransition(
-                f"return {return_id} is {case.status.value}; only a {status.value} return can {action}"
-            )
-        return case
-
-    def _parcels_in(self, line_no: int, progress: ShipmentProgress) -> list[tuple[UUID, int]]:
-        return [
-            (sid, units[line_no])
-            for sid, units in self.parcels.items()
-            if self.shipments[sid] is progress and units.get(line_no)
-        ]
-
-    def _units_in(self, line_no: int, progress: ShipmentProgress) -> int:
-        return sum(units for _, units in self._parcels_in(line_no, progress))
-
-    def _lost_open(self, line_no: int) -> list[tuple[UUID, int]]:
-        """Units of lost parcels not refunded yet, by parcel."""
-        found = []
-        for sid, units in self._parcels_in(line_no, ShipmentProgress.FAILED):
-            left = units - self.lost_refunded.get(sid, {}).get(line_no, 0)
-            if left:
-                found.append((sid, left))
-        return found
-
-    def _delivered_open(self, line_no: int) -> int:
-        """Delivered units neither refunded while kept nor claimed by a return (rejected ones excepted)."""
-        claimed = sum(
-            case.lines.get(line_no, 0) for case in self.returns.values() if case.status is not ReturnStatus.REJECTED
-        )
-        return self._units_in(line_no, ShipmentProgress.DELIVERED) - self.kept_refunded.get(line_no, 0) - claimed
-
-    def _returning(self, line_no: int) -> int:
-        """Units of the line in returns still open (requested up to received)."""
-        return sum(case.lines.get(line_no, 0) for case in self.returns.values() if case.is_open)
-
-    def _refundable_now(self, line_no: int) -> int:
-        planned = self._units_in(line_no, ShipmentProgress.PLANNED)
-        return planned + sum(n for _, n in self._lost_open(line_no)) + self._delivered_open(line_no)
-
-    @staticmethod
-    def _take(sources: Iterable[tuple[UUID, int]], wanted: int) -> list[tuple[UUID, int]]:
-        taken = []
-        for sid, units in sources:
-            if wanted <= 0:
-                break
-            n = min(units, wanted)
-            taken.append((sid, n))
-            wanted -= n
-        return taken
-
-    def _shortfall(self, line_no: int, wanted: int, from_shipment: UUID | None) -> str:
-        line = self.line(line_no)
-        left = line.quantity - self.refunded_units.get(line_no, 0)
-        where = f" from shipment {from_shipment}" if from_shipment else ""
-        message = (
-            f"line {line_no} (sku {line.sku.sku_id}): {wanted} unit(s) requested{where}, "
-            f"{self._refundable_now(line_no)} can be refunded now ({left} of {line.quantity} not refunded yet"
-        )
-        on_the_way = self._units_in(line_no, ShipmentProgress.DISPATCHED)
-        returning = self._returning(line_no)
-        if on_the_way:
-            message += f"; {on_the_way} on the way, refundable once delivered or reported lost"
-        if returning:
-            message += f"; {returning} in an open return, refunded when it is received"
-        return message + ")"
-
-    def _priced(self, kind: RefundKind, units: LineUnits, **settles: Any) -> RefundPlan:
-        """Price units by the unit-refund formula; freight only for a whole refund before dispatch."""
-        lines = {}
-        for line_no in sorted(units):
-            line = self.line(line_no)
-            before = self.refunded_units.get(line_no, 0)
-            lines[line_no] = (units[line_no], unit_refund(line.net, line.quantity, before, units[line_no]))
-        refunds_everything = all(
-            self.refunded_units.get(line.line_no, 0) + units.get(line.line_no, 0) == line.quantity
-            for line in self.lines
-        )
-        freight = self.freight if refunds_everything and not self.ever_dispatched else 0
-        return RefundPlan(kind=kind, lines=lines, freight=freight, **settles)
 
     # -- state changes -------------------------------------------------------------
 
@@ -766,14 +464,14 @@ class Order(Aggregate):
         for line_no, (units, amount) in e.lines.items():
             self.refunded_units[line_no] = self.refunded_units.get(line_no, 0) + units
             self.refunded_amounts[line_no] = self.refunded_amounts.get(line_no, 0) + amount
-        for sid, units in e.withdrawn.items():
-            left = {no: n - units.get(no, 0) for no, n in self.parcels[sid].items() if n - units.get(no, 0)}
+        for sid, withdrawn in e.withdrawn.items():
+            left = {no: n - withdrawn.get(no, 0) for no, n in self.parcels[sid].items() if n - withdrawn.get(no, 0)}
             self.parcels[sid] = left
             if not left:
                 self.shipments[sid] = ShipmentProgress.CANCELLED
-        for sid, units in e.lost.items():
+        for sid, lost in e.lost.items():
             settled = self.lost_refunded.setdefault(sid, {})
-            for line_no, n in units.items():
+            for line_no, n in lost.items():
                 settled[line_no] = settled.get(line_no, 0) + n
         for line_no, n in e.kept.items():
             self.kept_refunded[line_no] = self.kept_refunded.get(line_no, 0) + n

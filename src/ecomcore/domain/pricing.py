@@ -7,15 +7,16 @@ order records can be explained and re-checked exactly later (spec §3, §5.3, §
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from ecomcore.domain.errors import CouponNotUsable
 from ecomcore.domain.money import Amount
-from ecomcore.domain.values import BoundedAmount, PositiveBoundedAmount
+from ecomcore.domain.values import BoundedAmount, PositiveBoundedAmount, Value
 
 #: ``CouponTerms.funding`` of a coupon the platform pays for (平台券).
 PLATFORM = "platform"
@@ -31,6 +32,7 @@ __all__ = [
     "AppliedPromotion",
     "CheckoutPrice",
     "CouponKind",
+    "CouponSlots",
     "CouponTerms",
     "FreightBasis",
     "FreightTemplate",
@@ -42,6 +44,7 @@ __all__ = [
     "PromotionTier",
     "Scope",
     "apportion",
+    "best_promotion",
     "percent_of",
     "price_checkout",
     "unit_refund",
@@ -111,13 +114,7 @@ def unit_refund(net: int, units: int, refunded_before: int, refunding: int) -> i
 # --------------------------------------------------------------------------- goods
 
 
-class _Value(BaseModel):
-    """A frozen value that refuses unknown fields (so typos fail loudly)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Scope(_Value):
+class Scope(Value):
     """Which goods a coupon or promotion applies to: all goods, or listed ones minus exclusions."""
 
     sku_ids: tuple[str, ...] = ()
@@ -179,7 +176,7 @@ def _lists(
     )
 
 
-class PricedItem(_Value):
+class PricedItem(Value):
     """One cart line as pricing sees it: a snapshot of the SKU and the quantity bought."""
 
     key: _Id
@@ -206,7 +203,7 @@ class CouponKind(StrEnum):
     PERCENTAGE = "percentage"  # 折扣券: Z% off, optional cap
 
 
-class CouponTerms(_Value):
+class CouponTerms(Value):
     """What a coupon gives, on which goods, and who pays for it.
 
     Coupon events record these terms, so their amounts are bounded where a campaign is
@@ -275,12 +272,12 @@ class CouponTerms(_Value):
 # --------------------------------------------------------------------------- promotions
 
 
-class PromotionTier(_Value):
+class PromotionTier(Value):
     threshold: PositiveBoundedAmount
     amount_off: PositiveBoundedAmount
 
 
-class PromotionTerms(_Value):
+class PromotionTerms(Value):
     """A merchant's automatic tiered spend-threshold promotion (满减); the best tier wins."""
 
     merchant_id: _Id
@@ -303,7 +300,7 @@ class FreightBasis(StrEnum):
     COUNT = "count"
 
 
-class FreightTemplate(_Value):
+class FreightTemplate(Value):
     """A merchant's freight template (运费模板): a first unit, then per started extra unit."""
 
     basis: FreightBasis = FreightBasis.WEIGHT
@@ -330,17 +327,17 @@ class FreightTemplate(_Value):
 # --------------------------------------------------------------------------- checkout input
 
 
-class AppliedCoupon(_Value):
+class AppliedCoupon(Value):
     coupon_id: _Id
     terms: CouponTerms
 
 
-class AppliedPromotion(_Value):
+class AppliedPromotion(Value):
     promotion_id: _Id
     terms: PromotionTerms
 
 
-class MerchantCart(_Value):
+class MerchantCart(Value):
     """One merchant's part of a checkout, which becomes one Order."""
 
     merchant_id: _Id
@@ -358,6 +355,66 @@ class MerchantCart(_Value):
         return self
 
 
+class PromotionOffer(Protocol):
+    """A promotion as the catalogue offers it (``ecomcore.domain.catalogue.Promotion``)."""
+
+    @property
+    def promotion_id(self) -> str: ...
+    @property
+    def terms(self) -> PromotionTerms: ...
+    def is_active(self, now: datetime) -> bool: ...
+
+
+def best_promotion(
+    offers: Iterable[PromotionOffer], items: Sequence[PricedItem], now: datetime
+) -> AppliedPromotion | None:
+    """At most one automatic promotion per merchant order (spec §5.3): of the offers active
+    now, the one worth most on ``items``, ties to the lower id; none if none is worth anything."""
+    worth: list[tuple[int, str, PromotionOffer]] = []
+    for offer in offers:
+        if offer.is_active(now):
+            eligible = sum(item.gross for item in items if offer.terms.scope.covers(item))
+            discount = offer.terms.discount_on(eligible)
+            if discount:
+                worth.append((-discount, offer.promotion_id, offer))
+    if not worth:
+        return None
+    _, promotion_id, best = min(worth, key=lambda found: found[:2])
+    return AppliedPromotion(promotion_id=promotion_id, terms=best.terms)
+
+
+class CouponSlots(Value):
+    """The coupons a customer chose for a checkout, each in its slot (spec §5.3): per
+    merchant order at most one coupon of that merchant, per checkout at most one platform
+    coupon.  Whether a coupon's terms let it apply is ``price_checkout``'s to decide."""
+
+    merchant: dict[str, AppliedCoupon] = {}
+    platform: AppliedCoupon | None = None
+
+    @classmethod
+    def fill(
+        cls,
+        merchant_coupons: Iterable[AppliedCoupon],
+        platform_coupon: AppliedCoupon | None,
+        merchants: Collection[str],
+    ) -> CouponSlots:
+        """Put each merchant coupon in the slot of the merchant that funds it (one of
+        ``merchants``, those with goods in the cart) and the platform coupon in its own."""
+        slots: dict[str, AppliedCoupon] = {}
+        for coupon in merchant_coupons:
+            funding = coupon.terms.funding
+            if coupon.terms.is_platform:
+                raise CouponNotUsable(f"coupon {coupon.coupon_id} is a platform coupon; pass it as platform_coupon_id")
+            if funding not in merchants:
+                raise CouponNotUsable(
+                    f"coupon {coupon.coupon_id} is for merchant {funding}, whose goods are not in the cart"
+                )
+            if funding in slots:
+                raise CouponNotUsable(f"only one coupon of merchant {funding} can be used per order")
+            slots[funding] = coupon
+        return cls(merchant=slots, platform=platform_coupon)
+
+
 def _require_unique_keys(items: Iterable[PricedItem]) -> None:
     seen: set[str] = set()
     for item in items:
@@ -369,7 +426,7 @@ def _require_unique_keys(items: Iterable[PricedItem]) -> None:
 # --------------------------------------------------------------------------- checkout result
 
 
-class LinePrice(_Value):
+class LinePrice(Value):
     """One line's gross, its share of each discount, and what is left to pay for it."""
 
     key: str
@@ -387,7 +444,7 @@ class LinePrice(_Value):
         return self
 
 
-class OrderPrice(_Value):
+class OrderPrice(Value):
     """The price of one merchant order; its totals are the sums of its lines."""
 
     merchant_id: str
@@ -415,7 +472,7 @@ class OrderPrice(_Value):
         return self
 
 
-class CheckoutPrice(_Value):
+class CheckoutPrice(Value):
     orders: tuple[OrderPrice, ...]
     platform_coupon_id: str | None
     platform_coupon_discount: Amount
@@ -450,6 +507,8 @@ def price_checkout(
     """
     _require_one_cart_per_merchant(carts)
     _require_unique_keys(item for cart in carts for item in cart.items)
+    if platform_coupon is not None:
+        _require_platform_funded(platform_coupon)
 
     promotion_shares: _Shares = {}
     merchant_coupon_shares: _Shares = {}
@@ -529,11 +588,7 @@ def _merchant_coupon_shares(cart: MerchantCart, left: Mapping[str, int]) -> _Sha
     return _coupon_shares(coupon, cart.items, left, where=f"merchant {cart.merchant_id}'s order")
 
 
-def _platform_coupon_shares(
-    items: Sequence[PricedItem], left: Mapping[str, int], coupon: AppliedCoupon | None
-) -> _Shares:
-    if coupon is None:
-        return {}
+def _require_platform_funded(coupon: AppliedCoupon) -> None:
     if not coupon.terms.is_platform:
         raise CouponNotUsable(
             f"coupon {coupon.coupon_id} is funded by merchant {coupon.terms.funding}; only a "
@@ -541,6 +596,13 @@ def _platform_coupon_shares(
             coupon_id=coupon.coupon_id,
             funding=coupon.terms.funding,
         )
+
+
+def _platform_coupon_shares(
+    items: Sequence[PricedItem], left: Mapping[str, int], coupon: AppliedCoupon | None
+) -> _Shares:
+    if coupon is None:
+        return {}
     return _coupon_shares(coupon, items, left, where="this checkout")
 
 

@@ -47,11 +47,12 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
 
 from ecomcore.domain.errors import CouponNotUsable
 from ecomcore.domain.money import Amount
 from ecomcore.domain.pricing import AppliedCoupon, CheckoutPrice, CouponTerms, MerchantCart, price_checkout
+from ecomcore.domain.values import Value
 
 __all__ = ["DEFAULT_MAX_COMBINATIONS", "CandidateCoupon", "Recommendation", "recommend"]
 
@@ -61,11 +62,7 @@ DEFAULT_MAX_COMBINATIONS = 20_000
 _Id = Annotated[str, Field(min_length=1)]
 
 
-class _Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class CandidateCoupon(_Value):
+class CandidateCoupon(Value):
     """One coupon the customer could use now: its terms and when it stops being valid."""
 
     coupon_id: _Id
@@ -81,7 +78,7 @@ class CandidateCoupon(_Value):
         return AppliedCoupon(coupon_id=self.coupon_id, terms=self.terms)
 
 
-class Recommendation(_Value):
+class Recommendation(Value):
     """The coupons to use and what the checkout costs with them."""
 
     merchant_coupons: dict[str, str]  # merchant_id -> coupon_id
@@ -358,7 +355,7 @@ def _recommendation(
     price = pricer.price(combination)
     assert price is not None
     saving = pricer.whole_saving(combination)
-    assert saving == pricer.saving(combination), "the coupled pricing must agree with whole pricing"
+    assert saving is not None and saving == pricer.saving(combination), "the coupled pricing must agree"
     by_merchant = {c.terms.funding: c.coupon_id for c in combination if not c.terms.is_platform}
     platform = [c.coupon_id for c in combination if c.terms.is_platform]
     return Recommendation(

@@ -1,9 +1,10 @@
 """Shipment (发货/物流): one parcel with one waybill.
 
 Outbound: ``planned → dispatched → in_transit → delivered``, or ``→ failed``;
-a planned parcel shrinks, or is ``cancelled``, when its units are refunded before
-dispatch.  A return parcel is sent back by the customer after an approved return:
-``dispatched → in_transit → received``, with each unit marked sellable or damaged.
+units are withdrawn from a planned parcel, which is ``cancelled`` once empty, when they
+are refunded before dispatch.  A return parcel is sent back by the customer after an
+approved return: ``dispatched → in_transit → received``, checked in at the warehouse
+with each unit marked sellable or damaged.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from uuid import UUID, uuid5
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, applies
 from ecomcore.domain.errors import IllegalTransition
-from ecomcore.domain.order import OrderLine
+from ecomcore.domain.parcels import LineUnits
+from ecomcore.domain.values import Value
+
+if TYPE_CHECKING:
+    from ecomcore.domain.order import OrderLine
 
 
 class ShipmentState(StrEnum):
@@ -30,16 +36,14 @@ class ShipmentState(StrEnum):
     RECEIVED = "received"  # a return parcel, checked in at the warehouse
 
 
-class ParcelItem(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class ParcelItem(Value):
     line_no: int
     sku_id: str
     quantity: int = Field(gt=0)
     weight_g: int = Field(ge=0)  # of all these units
 
 
-class ParcelPlan(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class ParcelPlan(Value):
     warehouse_id: str
     items: tuple[ParcelItem, ...]
 
@@ -92,8 +96,7 @@ def return_shipment_id_for(order_id: UUID, return_id: UUID) -> UUID:
     return uuid5(order_id, f"return:{return_id}")
 
 
-class TrackingUpdate(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class TrackingUpdate(Value):
     occurred_at: datetime
     status: str = Field(min_length=1, max_length=64)
     location: str = Field("", max_length=200)
@@ -123,10 +126,13 @@ class Shipment(Aggregate):
     class Cancelled(DomainEvent):
         reason: str
 
-    class Shrunk(DomainEvent):
-        """Units taken out of a planned parcel (refunded before dispatch)."""
+    class UnitsWithdrawn(DomainEvent):
+        """Units taken out of a planned parcel (refunded before dispatch).
 
-        units: dict[int, int] = Field(min_length=1)
+        ecomcore 0.1 stored it as ``Shipment.Shrunk`` (see ``renames.py``).
+        """
+
+        units: LineUnits = Field(min_length=1)
         reason: str
 
     class ReturnSent(DomainEvent):
@@ -141,11 +147,14 @@ class Shipment(Aggregate):
         carrier: str
         tracking_number: str
 
-    class Received(DomainEvent):
-        """A return parcel checked in at the warehouse, unit by unit."""
+    class ReturnCheckedIn(DomainEvent):
+        """A return parcel checked in at the warehouse, unit by unit.
 
-        sellable: dict[int, int]
-        damaged: dict[int, int]
+        ecomcore 0.1 stored it as ``Shipment.Received`` (see ``renames.py``).
+        """
+
+        sellable: LineUnits
+        damaged: LineUnits
 
     def __init__(self, id: UUID) -> None:
         super().__init__(id)
@@ -159,8 +168,8 @@ class Shipment(Aggregate):
         self.tracking_number = ""
         self.tracking: list[TrackingUpdate] = []
         self.return_id: UUID | None = None
-        self.sellable: dict[int, int] = {}
-        self.damaged: dict[int, int] = {}
+        self.sellable: LineUnits = {}
+        self.damaged: LineUnits = {}
 
     @classmethod
     def plan(cls, shipment_id: UUID, now: datetime, **facts: object) -> Shipment:
@@ -223,7 +232,7 @@ class Shipment(Aggregate):
             raise IllegalTransition(f"shipment {self.id} is {self.state.value}; only a planned one can be cancelled")
         self._record(self.Cancelled, now, reason=reason)
 
-    def withdraw(self, units: dict[int, int], reason: str, now: datetime) -> None:
+    def withdraw(self, units: LineUnits, reason: str, now: datetime) -> None:
         """Take refunded units out of a planned parcel; an emptied parcel is cancelled."""
         if self.state is not ShipmentState.PLANNED:
             raise IllegalTransition(f"shipment {self.id} is {self.state.value}; units leave only a planned parcel")
@@ -236,15 +245,15 @@ class Shipment(Aggregate):
         if units == carried:
             self._record(self.Cancelled, now, reason=reason)
         else:
-            self._record(self.Shrunk, now, units=units, reason=reason)
+            self._record(self.UnitsWithdrawn, now, units=units, reason=reason)
 
-    def receive(self, sellable: dict[int, int], damaged: dict[int, int], now: datetime) -> None:
+    def check_in_return(self, sellable: LineUnits, damaged: LineUnits, now: datetime) -> None:
         """Check a return parcel in at the warehouse; every unit is sellable or damaged."""
         if not self.is_return:
             raise IllegalTransition(f"shipment {self.id} goes to a customer; only a return parcel is received")
         if self.state is ShipmentState.RECEIVED:
             raise IllegalTransition(f"return shipment {self.id} was already received")
-        self._record(self.Received, now, sellable=sellable, damaged=damaged)
+        self._record(self.ReturnCheckedIn, now, sellable=sellable, damaged=damaged)
 
     def _require_outbound(self, action: str) -> None:
         if self.is_return:
@@ -279,8 +288,8 @@ class Shipment(Aggregate):
     def _cancelled(self, e: Cancelled) -> None:
         self.state = ShipmentState.CANCELLED
 
-    @applies(Shrunk)
-    def _shrunk(self, e: Shrunk) -> None:
+    @applies(UnitsWithdrawn)
+    def _units_withdrawn(self, e: UnitsWithdrawn) -> None:
         items = []
         for item in self.items:
             left = item.quantity - e.units.get(item.line_no, 0)
@@ -295,6 +304,6 @@ class Shipment(Aggregate):
         self.warehouse_id, self.items, self.return_id = e.warehouse_id, e.items, e.return_id
         self.state, self.carrier, self.tracking_number = ShipmentState.DISPATCHED, e.carrier, e.tracking_number
 
-    @applies(Received)
-    def _received(self, e: Received) -> None:
+    @applies(ReturnCheckedIn)
+    def _return_checked_in(self, e: ReturnCheckedIn) -> None:
         self.state, self.sellable, self.damaged = ShipmentState.RECEIVED, e.sellable, e.damaged

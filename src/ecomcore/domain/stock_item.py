@@ -8,13 +8,15 @@ expired reservation stops counting at once, before any sweeper records it.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, applies
 from ecomcore.domain.errors import IllegalTransition, InsufficientStock
+from ecomcore.domain.values import Value
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://ecomcore/stock-item")
 
@@ -24,8 +26,15 @@ def stock_item_id(sku_id: str, warehouse_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"{sku_id}\x1f{warehouse_id}")
 
 
-class Reservation(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class ReleaseReason(StrEnum):
+    """Why an order's reserved units were given back."""
+
+    CANCELLED = "cancelled"  # by the customer or operations, before payment
+    EXPIRED = "expired"  # the payment deadline passed
+    REFUNDED = "refunded"  # refunded before they were dispatched
+
+
+class Reservation(Value):
     quantity: int
     expires_at: datetime | None  # None once confirmed: a paid order's units never expire
     confirmed: bool = False
@@ -53,6 +62,7 @@ class StockItem(Aggregate):
     class ReservationReleased(DomainEvent):
         order_id: UUID
         quantity: int = Field(gt=0)
+        #: A ``ReleaseReason`` value; kept a string, as every release ever stored was.
         reason: str
 
     class ReservationConfirmed(DomainEvent):
@@ -134,6 +144,19 @@ class StockItem(Aggregate):
         )
         return item
 
+    @classmethod
+    def set_up(
+        cls, sku_id: str, warehouse_id: str, now: datetime, *, safety_stock: int = 0, reorder_quantity: int = 0
+    ) -> StockItem:
+        """Register a SKU's stock in a warehouse with its safety stock.
+
+        A new item has nothing on hand, so it is at or below any safety stock: low stock
+        is flagged at once, with a reorder suggestion.
+        """
+        item = cls.register(sku_id, warehouse_id, now, safety_stock=safety_stock, reorder_quantity=reorder_quantity)
+        item._watch_low_stock(now)
+        return item
+
     def receive(self, quantity: int, reference: str, now: datetime) -> None:
         self._record(self.Received, now, quantity=quantity, reference=reference)
         self._watch_low_stock(now)
@@ -149,13 +172,12 @@ class StockItem(Aggregate):
             return  # idempotent
         available = self.available(now)
         if available < quantity:
-            raise InsufficientStock(
-                [{"sku_id": self.sku_id, "warehouse_id": self.warehouse_id, "available": available, "requested": quantity}]
-            )
+            shortage = {"sku_id": self.sku_id, "warehouse_id": self.warehouse_id}
+            raise InsufficientStock([shortage | {"available": available, "requested": quantity}])
         self._record(self.Reserved, now, order_id=order_id, quantity=quantity, expires_at=expires_at)
         self._watch_low_stock(now)
 
-    def release(self, order_id: UUID, reason: str, now: datetime, quantity: int | None = None) -> int:
+    def release(self, order_id: UUID, reason: ReleaseReason, now: datetime, quantity: int | None = None) -> int:
         """Give back an order's reserved units (all of them unless ``quantity``); returns how many."""
         reservation = self.reservations.get(order_id)
         if reservation is None:
@@ -232,9 +254,13 @@ class StockItem(Aggregate):
         )
         self._watch_low_stock(now)
 
-    def set_safety_stock(self, safety_stock: int, reorder_quantity: int, now: datetime) -> None:
+    def set_safety_stock(self, safety_stock: int, reorder_quantity: int, now: datetime) -> bool:
+        """Change the safety stock and reorder quantity; False (nothing recorded) if they are unchanged."""
+        if (safety_stock, reorder_quantity) == (self.safety_stock, self.reorder_quantity):
+            return False
         self._record(self.SafetyStockSet, now, safety_stock=safety_stock, reorder_quantity=reorder_quantity)
         self._watch_low_stock(now)
+        return True
 
     def _watch_low_stock(self, now: datetime) -> None:
         """One alert when available falls to the safety stock, none again until it rises above."""

@@ -35,6 +35,9 @@ at the maximum amounts it takes over 9,000 of them to reach ``2**63``.
 
 These types constrain inputs — commands and catalogue values — and never the stored
 events: history recorded under looser rules must always load.
+
+:class:`Value` is the base of every value of the domain (and of every event): frozen, and
+refusing unknown fields so that a typo fails loudly.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from ecomcore.domain.errors import AmountTooLarge
 
@@ -69,8 +72,16 @@ __all__ = [
     "StockQuantity",
     "UnitPrice",
     "UnitWeight",
+    "Value",
     "require_amount_within",
 ]
+
+
+class Value(BaseModel):
+    """A frozen value that refuses unknown fields (so typos fail loudly)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
 
 # --------------------------------------------------------------------------- numbers
 

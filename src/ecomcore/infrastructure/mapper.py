@@ -11,9 +11,14 @@ import json
 from typing import Any
 
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import get_topic, register_topic, resolve_topic
 
 from ecomcore.domain.aggregate import DomainEvent
+from ecomcore.domain.renames import RENAMED_TOPICS
+
+# Events stored under a class's former name or module load as the class it is now.
+for _former, _current in RENAMED_TOPICS.items():
+    register_topic(_former, _current)
 
 _IDENTITY_FIELDS = {"originator_id", "originator_version"}
 

@@ -9,7 +9,13 @@ from datetime import timedelta
 from ecomcore.domain.coupon import IssueChannel, Validity
 from ecomcore.domain.errors import CampaignRefused
 from ecomcore.domain.pricing import apportion
-from ecomcore.simulation.catalogue import CAMPAIGNS, LISTINGS, MERCHANTS, TEA_FESTIVAL, WAREHOUSES
+from ecomcore.simulation.catalogue import (
+    CAMPAIGNS,
+    LISTINGS,
+    MERCHANTS,
+    TEA_FESTIVAL,
+    WAREHOUSES,
+)
 from ecomcore.simulation.customers import HeldCoupon
 from ecomcore.simulation.day import Day
 

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from ecomcore.application.shop import Shop
 from ecomcore.infrastructure.clock import ManualClock
-from ecomcore.simulation.after_sales import after_sales_window_passes, customers_ask_for_after_sales, returns_arrive
+from ecomcore.simulation.after_sales import (
+    after_sales_window_passes,
+    customers_ask_for_after_sales,
+    returns_arrive,
+)
 from ecomcore.simulation.day import Day
 from ecomcore.simulation.opening import open_the_shop
-from ecomcore.simulation.shipping import customers_confirm_receipt, later_deliveries, next_day_deliveries
+from ecomcore.simulation.shipping import (
+    customers_confirm_receipt,
+    later_deliveries,
+    next_day_deliveries,
+)
 from ecomcore.simulation.stocktake import evening_stocktake
 from ecomcore.simulation.summary import DaySummary, summarise
 from ecomcore.simulation.trading import Progress, payment_deadlines_pass, trade

@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict
 
 from ecomcore.application.commands import CheckoutReceipt, PaymentReceipt, RefundReceipt
 from ecomcore.application.shop import Shop
+from ecomcore.domain.checkout import CancelReason
 from ecomcore.domain.money import format_amount
-from ecomcore.domain.order import CancelReason, OrderState
+from ecomcore.domain.order import OrderState
 from ecomcore.domain.shipment import ShipmentState
 from ecomcore.simulation.catalogue import LISTINGS, stocked_items
 

@@ -8,13 +8,19 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from ecomcore.application.commands import CheckoutReceipt, PaymentReceipt
+from ecomcore.domain.checkout import CancelReason
 from ecomcore.domain.coupon import IssueChannel
 from ecomcore.domain.errors import CouponNotUsable, InsufficientStock
-from ecomcore.domain.order import CancelReason
 from ecomcore.domain.pricing import PLATFORM
 from ecomcore.simulation.after_sales import change_of_mind
 from ecomcore.simulation.catalogue import ADDRESSES
-from ecomcore.simulation.customers import Fate, HeldCoupon, PlannedAction, coupons_worth_trying, fill_cart
+from ecomcore.simulation.customers import (
+    Fate,
+    HeldCoupon,
+    PlannedAction,
+    coupons_worth_trying,
+    fill_cart,
+)
 from ecomcore.simulation.day import Day
 from ecomcore.simulation.opening import hand_out_coupon
 from ecomcore.simulation.shipping import dispatch_wave
