@@ -1,4 +1,23 @@
-"""Shared fixtures: store URLs for SQLite and for a throwaway PostgreSQL database."""
+"""Shared fixtures: the store each test runs on, a clock, the worked-example shop, and the
+harness rules every test is held to.
+
+Stores.  ``store_url`` gives an empty store.  Which kinds a test gets is declared with the
+``stores`` marker, on the module (``pytestmark``) or on the test:
+
+- tests about business rules take ``pytest.mark.stores("memory")``: the library's
+  plain-Python recorder behaves like the SQL ones for everything a ``Shop`` does, and
+  costs no I/O;
+- tests about storage (a second process or ``Shop`` reading what the first wrote,
+  snapshots, encryption, SQL read models, concurrent writers) run on the default,
+  SQLite and PostgreSQL.
+
+``pytest --all-stores`` runs the business-rule tests on SQLite and PostgreSQL as well.
+Test ids name the store: ``[memory]``, ``[sqlite]``, ``[postgres]``.
+
+Threads.  An exception that escapes a thread started by a test fails that test (pytest
+would otherwise only warn); tests that start threads also join them with a timeout and
+assert what they collected.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +29,54 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from psycopg import sql
+from shop_fixtures import START, stocked_shop
+
+from ecomcore import ManualClock, Shop
+from ecomcore.infrastructure.store import MEMORY_URL
+
+#: The stores a test runs on unless its ``stores`` marker says otherwise.
+SQL_STORES = ("sqlite", "postgres")
+ALL_STORES = ("memory", *SQL_STORES)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all-stores", action="store_true",
+        help="run the tests that run on memory:// on SQLite and PostgreSQL too",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "stores(*kinds): the stores the store_url fixture gives the test, of memory, sqlite, postgres "
+        "(default: sqlite and postgres)",
+    )
+    # An exception escaping a thread is a failure of the test that started it, never a warning.
+    config.addinivalue_line("filterwarnings", "error::pytest.PytestUnhandledThreadExceptionWarning")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_url" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("stores")
+    kinds = marker.args if marker else SQL_STORES
+    unknown = set(kinds) - set(ALL_STORES)
+    if unknown or not kinds:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: stores{kinds!r} should name some of {ALL_STORES}")
+    if metafunc.config.getoption("all_stores") and "memory" in kinds:
+        kinds = tuple(kind for kind in ALL_STORES if kind in kinds or kind in SQL_STORES)
+    metafunc.parametrize("store_url", kinds, indirect=True, ids=kinds)
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """An empty store of the kind the test is parametrised with (see ``pytest_generate_tests``)."""
+    if request.param == "memory":
+        return MEMORY_URL
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.sqlite"
+    return request.getfixturevalue("fresh_postgres_url")
 
 
 @pytest.fixture(scope="session")
@@ -60,9 +127,16 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
             )
 
 
-@pytest.fixture(params=["sqlite", "postgres"], ids=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    """An empty store URL for each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/store.sqlite"
-    return request.getfixturevalue("fresh_postgres_url")
+@pytest.fixture
+def clock() -> ManualClock:
+    """The shop's clock, at the start of the scenario day; tests move it forward."""
+    return ManualClock(START)
+
+
+@pytest.fixture
+def shop(store_url: str, clock: ManualClock) -> Iterator[Shop]:
+    """A shop with the catalogue and the stock of the worked example (``shop_fixtures``);
+    modules that need another stock override this fixture."""
+    shop = stocked_shop(store_url, clock)
+    yield shop
+    shop.close()

@@ -30,6 +30,11 @@ def open_shop(store_url: str, clock: ManualClock | None = None, **settings: obje
     )
 
 
+def stored_events(shop: Shop) -> int:
+    """How many events the shop's store holds: a refused command must not change it."""
+    return shop.store.recorder.max_notification_id() or 0
+
+
 def stock_catalogue(shop: Shop) -> None:
     """Two merchants, three warehouses, five SKUs (one heavy)."""
     shop.register_merchant(

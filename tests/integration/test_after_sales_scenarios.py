@@ -1,11 +1,15 @@
-"""After-sales through the public Shop API (spec §3, §5.1, §5.3), on SQLite and on PostgreSQL."""
+"""After-sales through the public Shop API (spec §3, §5.1, §5.3).
+
+These are business rules, so they run on the in-memory store (``pytest --all-stores``
+runs them on SQLite and PostgreSQL too); the shop is conftest's worked-example ``shop``.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from shop_fixtures import START, campaign, place_worked_example, stocked_shop
+from shop_fixtures import campaign, place_worked_example, stored_events
 
 from ecomcore import (
     PLATFORM,
@@ -13,7 +17,6 @@ from ecomcore import (
     CouponTerms,
     IllegalTransition,
     InvalidCommand,
-    ManualClock,
     NotFound,
     OrderState,
     RefundKind,
@@ -26,21 +29,7 @@ from ecomcore import (
 
 DAY = timedelta(days=1)
 
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def shop(store_url, clock):
-    shop = stocked_shop(store_url, clock)
-    yield shop
-    shop.close()
-
-
-def stored_events(shop) -> int:
-    return shop.store.recorder.max_notification_id() or 0
+pytestmark = pytest.mark.stores("memory")
 
 
 def worked_example(shop):

@@ -1,8 +1,17 @@
-"""Concurrent writers on PostgreSQL never oversell."""
+"""Concurrent writers on PostgreSQL never oversell.
+
+These tests are about storage (optimistic concurrency between processes and threads that
+share one database), so they run on PostgreSQL only.  Whatever goes wrong inside a
+worker, also while it opens its Shop or waits at the barrier, reaches the test with its
+traceback and fails it; a worker that does not finish in time is stopped and fails it.
+"""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
+import threading
+import traceback
 
 import pytest
 
@@ -11,28 +20,55 @@ from ecomcore import InsufficientStock, Settings, Shop
 WORKERS = 6
 UNITS_EACH = 2
 ON_HAND = 7
+#: Seconds a worker may take; past it the test stops the worker and fails.
+WORKER_TIMEOUT = 120
 
 
 def _buy(store_url: str, worker: int, barrier, results) -> None:
-    # All workers open their Shop at once too: starting together must work.
-    shop = Shop(store_url, settings=Settings(store_url=store_url, max_attempts=20))
     try:
-        barrier.wait(timeout=60)
-        for attempt in range(UNITS_EACH):
-            try:
-                shop.checkout(
-                    customer_id=f"buyer-{worker}",
-                    items=[{"sku_id": "HOT", "quantity": 1}],
-                    shipping_address="x",
-                    client_request_id=f"w{worker}-{attempt}",
-                )
-                results.put(("reserved", worker))
-            except InsufficientStock:
-                results.put(("refused", worker))
-            except Exception as error:  # reported to the test, which fails on it
-                results.put(("error", f"{type(error).__name__}: {error}"))
+        # All workers open their Shop at once too: starting together must work.
+        shop = Shop(store_url, settings=Settings(store_url=store_url, max_attempts=20))
+        try:
+            barrier.wait(timeout=60)
+            for attempt in range(UNITS_EACH):
+                try:
+                    shop.checkout(
+                        customer_id=f"buyer-{worker}",
+                        items=[{"sku_id": "HOT", "quantity": 1}],
+                        shipping_address="x",
+                        client_request_id=f"w{worker}-{attempt}",
+                    )
+                    results.put(("reserved", worker))
+                except InsufficientStock:
+                    results.put(("refused", worker))
+        finally:
+            shop.close()
+    except BaseException:  # reported to the test, which fails on it
+        results.put(("error", f"worker {worker}:\n{traceback.format_exc()}"))
+        raise
     finally:
-        shop.close()
+        results.put(("finished", worker))
+
+
+def _outcomes_of(workers: list, results) -> list[tuple[str, object]]:
+    """What the worker processes reported, read until each said it finished (or all fell
+    silent); then every worker is joined, and one still running is killed."""
+    outcomes, finished = [], set()
+    try:
+        while len(finished) < len(workers):
+            kind, detail = results.get(timeout=WORKER_TIMEOUT)
+            if kind == "finished":
+                finished.add(detail)
+            else:
+                outcomes.append((kind, detail))
+    except queue.Empty:
+        pass  # a worker died without a word or hangs: its exit code says which
+    for process in workers:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    return outcomes
 
 
 @pytest.mark.slow
@@ -53,14 +89,13 @@ def test_concurrent_checkouts_of_the_last_units_never_oversell(fresh_postgres_ur
     workers = [ctx.Process(target=_buy, args=(url, n, barrier, results)) for n in range(WORKERS)]
     for process in workers:
         process.start()
-    for process in workers:
-        process.join(timeout=120)
-    # A worker that died before reporting (exit code != 0) fails the test here, at once.
-    assert [process.exitcode for process in workers] == [0] * WORKERS
-    outcomes = [results.get(timeout=10) for _ in range(WORKERS * UNITS_EACH)]
+    outcomes = _outcomes_of(workers, results)
 
     errors = [detail for kind, detail in outcomes if kind == "error"]
-    assert errors == []
+    assert errors == [], "\n".join(map(str, errors))
+    # A worker that died before reporting, or was killed while hanging, fails the test here.
+    assert [process.exitcode for process in workers] == [0] * WORKERS
+    assert len(outcomes) == WORKERS * UNITS_EACH
     reserved = sum(kind == "reserved" for kind, _ in outcomes)
     assert reserved == ON_HAND  # 12 attempts for 7 units: all 7 sold, 5 refused
     item = shop.stock_item("HOT", "w1")
@@ -73,8 +108,6 @@ def test_concurrent_checkouts_of_the_last_units_never_oversell(fresh_postgres_ur
 def test_orders_of_one_checkout_refunded_at_once_still_return_the_platform_coupon(fresh_postgres_url):
     """Two shops fully refund the two orders of a checkout at the same moment: neither misses the other's
     refund, so the platform coupon they shared comes back every time."""
-    import threading
-
     from shop_fixtures import START, campaign, stock_catalogue
 
     from ecomcore import PLATFORM, CouponState, CouponTerms, ManualClock
@@ -98,7 +131,7 @@ def test_orders_of_one_checkout_refunded_at_once_still_return_the_platform_coupo
             )
             setup.pay(checkout_id=receipt.checkout_id, payment_id=f"pay-{round_}", amount=receipt.payable,
                       provider_txn="t")
-            barrier, errors = threading.Barrier(2), []
+            barrier, errors = threading.Barrier(2), []  # errors: what went wrong inside the threads
 
             def refund(shop: Shop, order_id, n: int) -> None:
                 try:
@@ -106,8 +139,8 @@ def test_orders_of_one_checkout_refunded_at_once_still_return_the_platform_coupo
                     order = shop.order(order_id)
                     lines = {line.line_no: line.quantity for line in order.lines}
                     shop.refund_only(order_id=order_id, refund_id=f"re-{round_}-{n}", lines=lines, reason="r")
-                except Exception as error:  # reported below
-                    errors.append(error)
+                except BaseException:  # collected and asserted below
+                    errors.append(f"refund {n}:\n{traceback.format_exc()}")
 
             threads = [
                 threading.Thread(target=refund, args=(shop, order_id, n))
@@ -116,8 +149,9 @@ def test_orders_of_one_checkout_refunded_at_once_still_return_the_platform_coupo
             for thread in threads:
                 thread.start()
             for thread in threads:
-                thread.join()
-            assert errors == []
+                thread.join(timeout=WORKER_TIMEOUT)
+            assert not any(thread.is_alive() for thread in threads), f"round {round_}: a refund did not finish"
+            assert errors == [], "\n".join(errors)
             assert setup.coupon(coupon).state is CouponState.AVAILABLE, f"round {round_}"
     finally:
         for shop in (setup, *shops):

@@ -1,11 +1,17 @@
-"""Scenarios through the public Shop API, on SQLite and on PostgreSQL."""
+"""Scenarios through the public Shop API.
+
+The business rules run on the in-memory store: they do not depend on how events are kept
+(``pytest --all-stores`` runs them on SQLite and PostgreSQL too).  The scenarios about
+storage run on SQLite and PostgreSQL: a second Shop reading what the first wrote, and
+snapshots and encryption at rest, which run on the in-memory store as well.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from shop_fixtures import START, campaign, open_shop, stock_catalogue
+from shop_fixtures import START, campaign, open_shop, stock_catalogue, stored_events
 
 from ecomcore import (
     PLATFORM,
@@ -16,17 +22,17 @@ from ecomcore import (
     IllegalTransition,
     InsufficientStock,
     InvalidCommand,
-    ManualClock,
     OrderState,
     PaymentRefused,
     RefundStatus,
     ShipmentState,
 )
 
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
+pytestmark = pytest.mark.stores("memory")
+#: Scenarios about how events are kept rather than about the rules: on every store, and on
+#: the SQL ones only where a second Shop must read what the first wrote.
+on_every_store = pytest.mark.stores("memory", "sqlite", "postgres")
+on_sql_stores = pytest.mark.stores("sqlite", "postgres")
 
 
 @pytest.fixture
@@ -39,10 +45,6 @@ def shop(store_url, clock):
         shop.receive_stock(sku_id=sku_id, warehouse_id=warehouse_id, quantity=quantity, reference="po-1")
     yield shop
     shop.close()
-
-
-def stored_events(shop) -> int:
-    return shop.store.recorder.max_notification_id() or 0
 
 
 def test_spec_worked_example_threshold_coupon(shop):
@@ -296,6 +298,7 @@ def test_stocktake_below_reserved_records_a_shortage(shop):
     assert item.on_hand == 4 and item.available(shop.clock.now()) == -2
 
 
+@on_sql_stores
 def test_aggregates_replay_identically_in_a_fresh_process(shop, store_url, clock):
     """A new Shop without cache rebuilds the same state from the stored events (and snapshots)."""
     for n in range(3):
@@ -312,6 +315,7 @@ def test_aggregates_replay_identically_in_a_fresh_process(shop, store_url, clock
         fresh.close()
 
 
+@on_every_store
 def test_long_stock_stream_loads_from_a_snapshot(store_url, clock):
     """Past the snapshot interval a StockItem loads from its latest snapshot, with the same state."""
     shop = open_shop(store_url, clock, snapshot_interval=10, aggregate_cache_size=0)
@@ -325,6 +329,7 @@ def test_long_stock_stream_loads_from_a_snapshot(store_url, clock):
     shop.close()
 
 
+@on_every_store
 def test_events_can_be_encrypted(store_url, clock):
     """With a cipher key the stored state is AES-GCM ciphertext, and still loads."""
     from eventsourcing.cryptography import AESCipher

@@ -61,6 +61,7 @@ def test_projector_killed_at_random_resumes_and_equals_a_rebuild(backend, tmp_pa
     stock_catalogue(shop)
     kills = mid_work = rounds = 0
     positions: dict[str, int] = {}
+    process: subprocess.Popen | None = None
     try:
         while kills < KILLS:
             rounds += 1
@@ -84,6 +85,9 @@ def test_projector_killed_at_random_resumes_and_equals_a_rebuild(backend, tmp_pa
                 positions = _positions(read_models)
             process.stderr.close()
     finally:
+        if process is not None and process.poll() is None:
+            process.kill()  # a failed assertion must not leave a projector running
+            process.wait()
         shop.close()
     final = _projector(store, read_models)
     assert final.wait(timeout=300) == 0, final.stderr.read().decode()
@@ -127,9 +131,9 @@ def test_a_following_worker_picks_up_new_events_and_stops_on_sigterm(tmp_path):
             positions = _positions(read_models)
             return len(positions) == 3 and all(p == head for p in positions.values())
 
-        _wait_for(caught_up)
+        _wait_for(caught_up, worker)
         _more_trading(shop, 2)  # written while the worker polls
-        _wait_for(caught_up)
+        _wait_for(caught_up, worker)
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=30)
         assert worker.returncode == 0, err.decode()
@@ -140,8 +144,11 @@ def test_a_following_worker_picks_up_new_events_and_stops_on_sigterm(tmp_path):
         shop.close()
 
 
-def _wait_for(condition, timeout: float = 60.0) -> None:
+def _wait_for(condition, worker: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Poll until ``condition`` holds; a worker that exits meanwhile fails the test with its stderr."""
     deadline = time.monotonic() + timeout
     while not condition():
+        if worker.poll() is not None:
+            pytest.fail(f"the worker exited with {worker.returncode}:\n{worker.stderr.read().decode()}")
         assert time.monotonic() < deadline, "the worker did not catch up in time"
         time.sleep(0.1)

@@ -121,24 +121,12 @@ class History:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
 def shop(store_url: str, clock: ManualClock) -> Iterator[Shop]:
     # The catalogue in the store's database too.  Ten tonnes a unit: one parcel carries
     # the whole line rather than a million parcels.
     shop = Shop(store_url, clock=clock, settings=Settings(store_url=store_url, parcel_weight_limit_g=10**14))
     yield shop
     shop.close()
-
-
-@pytest.fixture
-def read_models(store_url: str) -> Iterator[ReadModels]:
-    read_models = ReadModels(store_url)
-    yield read_models
-    read_models.dispose()
 
 
 def extreme_history(shop: Shop, clock: ManualClock) -> History:

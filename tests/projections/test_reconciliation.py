@@ -18,7 +18,7 @@ from ecomcore_projections.reconciliation import (
 from ecomcore_projections.base import ProjectionFailed
 from ecomcore_projections.rebuild import rebuild
 from ecomcore_projections.runner import Projector, ReadModels
-from shop_fixtures import START, place_worked_example, stocked_shop
+from shop_fixtures import START, place_worked_example
 from sqlalchemy import delete, select, update
 
 from ecomcore import (
@@ -36,32 +36,9 @@ DAY1, DAY2, DAY3 = date(2026, 11, 11), date(2026, 11, 12), date(2026, 11, 13)
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def shop(store_url, clock):
-    shop = stocked_shop(store_url, clock)
-    yield shop
-    shop.close()
-
-
-@pytest.fixture
-def read_models(store_url):
-    read_models = ReadModels(store_url, projections={"reconciliation": ReconciliationProjection})
-    yield read_models
-    read_models.dispose()
-
-
-@pytest.fixture
-def projector(shop, read_models) -> Projector:
-    return Projector(shop.store, read_models, names=["reconciliation"])
-
-
-@pytest.fixture
-def queries(read_models) -> ReconciliationQueries:
-    return ReconciliationQueries(read_models.engine, read_models.tables["reconciliation"])
+def queries_class() -> type[ReconciliationQueries]:
+    """The read model under test: conftest's read_models, projector and queries hold it."""
+    return ReconciliationQueries
 
 
 @dataclass

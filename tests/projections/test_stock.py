@@ -23,11 +23,6 @@ HOUR = timedelta(hours=1)
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
 def shop(store_url, clock):
     # Snapshots every 2 events: they are not notifications, so the projection still sees every event.
     shop = open_shop(store_url, clock, snapshot_interval=2)
@@ -37,20 +32,9 @@ def shop(store_url, clock):
 
 
 @pytest.fixture
-def read_models(store_url):
-    read_models = ReadModels(store_url, projections={"stock": StockProjection})
-    yield read_models
-    read_models.dispose()
-
-
-@pytest.fixture
-def projector(shop, read_models) -> Projector:
-    return Projector(shop.store, read_models, names=["stock"])
-
-
-@pytest.fixture
-def queries(read_models) -> StockQueries:
-    return StockQueries(read_models.engine, read_models.tables["stock"])
+def queries_class() -> type[StockQueries]:
+    """The read model under test: conftest's read_models, projector and queries hold it."""
+    return StockQueries
 
 
 def registered_items(shop) -> set[tuple[str, str]]:

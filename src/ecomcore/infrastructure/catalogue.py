@@ -1,4 +1,5 @@
-"""Catalogue registries: an in-memory one for tests and an SQL one (SQLite or PostgreSQL).
+"""Catalogue registries: an in-memory one (the catalogue of a ``memory://`` store, and
+for tests) and an SQL one (SQLite or PostgreSQL).
 
 Catalogue data is reference data, not history: adding a value with an id that is
 already known replaces it.  Each value is stored as the columns we look it up or
@@ -18,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from ecomcore.domain.catalogue import Catalogue, Merchant, Promotion, Sku, Warehouse
-from ecomcore.infrastructure.store import StoreUrlError
+from ecomcore.infrastructure.store import StoreUrlError, is_memory
 
 __all__ = ["InMemoryCatalogue", "SqlCatalogue", "open_catalogue", "sqlalchemy_url"]
 
@@ -109,6 +110,8 @@ def sqlalchemy_url(url: str) -> str:
         return url
     if scheme.split("+")[0] in ("postgres", "postgresql"):
         return f"postgresql+psycopg://{rest}"
+    if is_memory(url):
+        raise StoreUrlError(f"{url!r} is an in-memory event store, not a database: give an SQLite or PostgreSQL URL")
     raise StoreUrlError(f"catalogue URL {url!r} is neither sqlite:///… nor postgresql://…")
 
 
@@ -203,7 +206,9 @@ class SqlCatalogue:
 
 
 def open_catalogue(url: str | None) -> Catalogue:
-    """``None`` or ``"memory"`` gives an in-memory catalogue; a store URL an SQL one."""
-    if url is None or url == "memory":
+    """``None``, ``"memory"`` or a ``memory://`` store URL gives an in-memory catalogue
+    (so a shop on an in-memory store keeps nothing outside the process); an SQL store URL
+    gives an SQL catalogue in the same database."""
+    if url is None or url == "memory" or is_memory(url):
         return InMemoryCatalogue()
     return SqlCatalogue(url)

@@ -1,7 +1,9 @@
 """The event store: the ``eventsourcing`` library's own recorders, chosen by one URL.
 
-``sqlite:///path/to/file`` (embedded default) or ``postgresql://user:pw@host:port/db``
-(psycopg 3; ``?host=/socket/dir`` works too).
+``sqlite:///path/to/file`` (embedded default), ``postgresql://user:pw@host:port/db``
+(psycopg 3; ``?host=/socket/dir`` works too) or ``memory://`` (the library's
+plain-Python recorder: nothing leaves the process, and each store opened on it starts
+empty and is gone when it is closed — for tests and trials, not for data you keep).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from ecomcore.domain.errors import EcomcoreError
 from ecomcore.infrastructure.settings import Settings
 
 
+#: The in-memory store: one per ``EventStore`` (so per ``Shop``), never shared.
+MEMORY_URL = "memory://"
+
+
 class StoreUrlError(EcomcoreError):
     code = "invalid_store_url"
 
@@ -29,6 +35,12 @@ def recorder_env(url: str) -> dict[str, str]:
     """Translate a store URL into the ``eventsourcing`` persistence settings."""
     parts = urlsplit(url)
     scheme = parts.scheme.split("+")[0]
+    if scheme == "memory":
+        if url != MEMORY_URL:
+            # A name or path would suggest that two stores opened on it share their
+            # events; they never do, so only the bare URL is accepted.
+            raise StoreUrlError(f"store URL {url!r} should be just {MEMORY_URL!r}: an in-memory store has no name")
+        return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     if scheme == "sqlite":
         path = unquote(url.split("://", 1)[1])
         path = path[1:] if path.startswith("/") else path
@@ -49,7 +61,11 @@ def recorder_env(url: str) -> dict[str, str]:
             "POSTGRES_USER": unquote(parts.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
         }
-    raise StoreUrlError(f"store URL {url!r} is neither sqlite:///… nor postgresql://…")
+    raise StoreUrlError(f"store URL {url!r} is none of sqlite:///…, postgresql://… or {MEMORY_URL}")
+
+
+def is_memory(url: str) -> bool:
+    return urlsplit(url).scheme == "memory"
 
 
 def is_postgres(url: str) -> bool:
