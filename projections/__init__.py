@@ -15,7 +15,10 @@ from ecomcore_projections.base import (
 )
 from ecomcore_projections.order_status import OrderStatusProjection, OrderStatusQueries
 from ecomcore_projections.rebuild import RebuildReport, rebuild
-from ecomcore_projections.reconciliation import ReconciliationProjection, ReconciliationQueries
+from ecomcore_projections.reconciliation import (
+    ReconciliationProjection,
+    ReconciliationQueries,
+)
 from ecomcore_projections.rows import Batch
 from ecomcore_projections.runner import (
     REGISTRY,

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from ecomcore_projections.base import Projection, SchemaMismatch, shadow_name
-from ecomcore_projections.runner import POSITIONS_TABLE, Projector, ReadModels, pk_first
+from ecomcore_projections.read_models import POSITIONS_TABLE, ReadModels, pk_first
+from ecomcore_projections.runner import Projector
 from sqlalchemy import Connection, MetaData, Table, delete, insert, select
 
 from ecomcore.infrastructure.store import EventStore
