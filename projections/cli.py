@@ -35,14 +35,6 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
-from ecomcore_projections.base import describe_cause
-from ecomcore_projections.faults import Backoff, is_transient
-from ecomcore_projections.order_status import OrderStatusQueries
-from ecomcore_projections.progress import ProgressReporter
-from ecomcore_projections.rebuild import rebuild
-from ecomcore_projections.reconciliation import ReconciliationQueries
-from ecomcore_projections.runner import REGISTRY, Projector, ReadModels
-from ecomcore_projections.stock import StockQueries
 from eventsourcing.persistence import PersistenceError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -58,6 +50,14 @@ from ecomcore.simulation import (
     state_and_stock_sections,
     trading_morning,
 )
+from ecomcore_projections.base import describe_cause
+from ecomcore_projections.faults import Backoff, is_transient
+from ecomcore_projections.order_status import OrderStatusQueries
+from ecomcore_projections.progress import ProgressReporter
+from ecomcore_projections.rebuild import rebuild
+from ecomcore_projections.reconciliation import ReconciliationQueries
+from ecomcore_projections.runner import REGISTRY, Projector, ReadModels
+from ecomcore_projections.stock import StockQueries
 
 log = logging.getLogger("ecomcore.cli")
 #: What the projector workers report (the runner logs under the same name).
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
     configure_logging(args.log_level)
     try:
-        return args.command(args)  # type: ignore[no-any-return]
+        return int(args.command(args))
     except EcomcoreError as error:
         log.debug("%s", error.code, exc_info=True)
         return fail(error.code, error.message)
@@ -121,13 +121,13 @@ def configure_logging(level: str | None) -> None:
     logger.propagate = False
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a line is logged (not when the handler was made)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -14,11 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ecomcore_projections.base import (
-    Projection,
-    UnknownProjection,
-    live_name,
-)
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -39,6 +34,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from ecomcore.infrastructure.catalogue import sqlalchemy_url
+from ecomcore_projections.base import (
+    Projection,
+    UnknownProjection,
+    live_name,
+)
 
 #: The projections ``ecomcore project`` and ``ecomcore rebuild`` know, by name.
 REGISTRY: dict[str, str] = {

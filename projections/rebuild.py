@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from ecomcore_projections.base import Projection, SchemaMismatch, shadow_name
-from ecomcore_projections.read_models import POSITIONS_TABLE, ReadModels, pk_first
-from ecomcore_projections.runner import Projector
 from sqlalchemy import Connection, MetaData, Table, delete, insert, select
 
 from ecomcore.infrastructure.store import EventStore
+from ecomcore_projections.base import Projection, SchemaMismatch, shadow_name
+from ecomcore_projections.read_models import POSITIONS_TABLE, ReadModels, pk_first
+from ecomcore_projections.runner import Projector
 
 
 @dataclass(frozen=True)
@@ -141,12 +141,10 @@ def differences_between(
         width = len(live_table.primary_key.columns)
         ordered_live = pk_first(live_table)
         ordered_shadow = pk_first(shadow_table)
-        only_live = {
-            tuple(row[:width]): tuple(row) for row in conn.execute(select(*ordered_live).except_(select(*ordered_shadow)))
-        }
-        only_rebuilt = {
-            tuple(row[:width]): tuple(row) for row in conn.execute(select(*ordered_shadow).except_(select(*ordered_live)))
-        }
+        live_rows = conn.execute(select(*ordered_live).except_(select(*ordered_shadow)))
+        only_live = {tuple(row[:width]): tuple(row) for row in live_rows}
+        rebuilt_rows = conn.execute(select(*ordered_shadow).except_(select(*ordered_live)))
+        only_rebuilt = {tuple(row[:width]): tuple(row) for row in rebuilt_rows}
         for key in sorted({*only_live, *only_rebuilt}, key=repr):
             yield Difference(live_table.name, key, only_live.get(key), only_rebuilt.get(key))
 

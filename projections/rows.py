@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ecomcore_projections.base import ProjectionInconsistency
 from sqlalchemy import (
     Connection,
     Table,
@@ -27,6 +26,8 @@ from sqlalchemy import (
     select,
     update,
 )
+
+from ecomcore_projections.base import ProjectionInconsistency
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]

@@ -22,7 +22,19 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
+from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
+from sqlalchemy import (
+    Connection,
+    inspect,
+)
+from sqlalchemy.exc import DBAPIError
+
+from ecomcore.domain.aggregate import DomainEvent
+from ecomcore.domain.renames import former_topics
+from ecomcore.infrastructure.store import EventStore
 from ecomcore_projections.base import (
     Projection,
     ProjectionFailed,
@@ -43,17 +55,6 @@ from ecomcore_projections.read_models import (
     pk_first,
     registered,
 )
-from eventsourcing.persistence import Notification
-from eventsourcing.utils import get_topic
-from sqlalchemy import (
-    Connection,
-    inspect,
-)
-from sqlalchemy.exc import DBAPIError
-
-from ecomcore.domain.aggregate import DomainEvent
-from ecomcore.domain.renames import former_topics
-from ecomcore.infrastructure.store import EventStore
 
 log = logging.getLogger("ecomcore.projections")
 
@@ -272,7 +273,11 @@ class Projector:
             head = recorder.max_notification_id() or 0
             end = head if until is None else min(until, head)
             start = self.read_models.position(key) + 1
-            batch = recorder.select_notifications(start, self.batch_size, stop=end, topics=target.topics) if start <= end else []
+            batch = (
+                recorder.select_notifications(start, self.batch_size, stop=end, topics=target.topics)
+                if start <= end
+                else []
+            )
             done = len(batch) < self.batch_size
             try:
                 count = self.apply(key, batch, advance_to=end if done else None)
@@ -311,7 +316,8 @@ class Projector:
         events = []
         for notification in notifications:
             try:
-                events.append((notification.id, self.store.mapper.to_domain_event(notification)))
+                event = cast(DomainEvent, self.store.mapper.to_domain_event(notification))
+                events.append((notification.id, event))
             except Exception as error:
                 raise ProjectionFailed(self._targets[key].projection.name, notification.id, None, error) from error
         return events
@@ -388,7 +394,7 @@ class Projector:
         found = self.store.recorder.select_notifications(notification_id, 1)
         if not found:
             return None
-        event: DomainEvent = self.store.mapper.to_domain_event(found[0])
+        event = cast(DomainEvent, self.store.mapper.to_domain_event(found[0]))
         return event.timestamp
 
     def _positions_text(self) -> str:
@@ -427,7 +433,9 @@ class _Reporter:
             return
         rate = self.since_last / (now - self.last)
         seen = self.projector._seen
-        positions = ", ".join(f"{name} {seen.get(name, 0)} (behind {max(0, head - seen.get(name, 0))})" for name in self.counts)
+        positions = ", ".join(
+            f"{name} {seen.get(name, 0)} (behind {max(0, head - seen.get(name, 0))})" for name in self.counts
+        )
         log.info("applied %d events (%.0f events/s); head %d; %s", self.since_last, rate, head, positions)
         self.last, self.since_last = now, 0
 

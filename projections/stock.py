@@ -15,15 +15,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from ecomcore_projections.base import (
-    Projection,
-    ProjectionInconsistency,
-    Queries,
-    UtcDateTime,
-    handles,
-    require_aware,
-)
-from ecomcore_projections.rows import Batch, Row
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -42,6 +33,15 @@ from sqlalchemy import (
 
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.stock_item import StockItem
+from ecomcore_projections.base import (
+    Projection,
+    ProjectionInconsistency,
+    Queries,
+    UtcDateTime,
+    handles,
+    require_aware,
+)
+from ecomcore_projections.rows import Batch, Row
 
 #: Events that name an order's reservation of the item.
 _RESERVATION_EVENTS = (

@@ -67,13 +67,13 @@ from pathlib import Path
 from typing import Literal
 
 import sqlalchemy
-from ecomcore_projections.runner import Projector, ReadModels, registered
 from eventsourcing.utils import get_topic
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, create_engine, insert
 
 from ecomcore import ManualClock, Settings, Shop
 from ecomcore.infrastructure.store import EventStore
 from ecomcore.simulation import simulate_trading_day
+from ecomcore_projections.runner import Projector, ReadModels, registered
 
 log = logging.getLogger("bench")
 
@@ -536,7 +536,9 @@ def render(figures: Figures, ratios: Ratios) -> str:
     value_width = max(5, *(len(row[1]) for row in rows))
     header = f"{'figure / ratio':<{width}}  {'value':>{value_width}}  {'target':<8}  met"
     lines += ["", header, "-" * len(header)]
-    lines += [f"{name:<{width}}  {value:>{value_width}}  {target:<8}  {met}".rstrip() for name, value, target, met in rows]
+    lines += [
+        f"{name:<{width}}  {value:>{value_width}}  {target:<8}  {met}".rstrip() for name, value, target, met in rows
+    ]
     return "\n".join(lines)
 
 

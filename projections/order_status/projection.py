@@ -8,6 +8,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from ecomcore.domain.aggregate import Aggregate, DomainEvent, project
+from ecomcore.domain.order import Order
+from ecomcore.domain.shipment import Shipment
+from ecomcore.infrastructure.store import EventStore
 from ecomcore_projections.base import (
     Projection,
     ProjectionInconsistency,
@@ -26,22 +42,6 @@ from ecomcore_projections.order_status.timeline import (
     describe_shipment_event,
 )
 from ecomcore_projections.rows import Batch, Row
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-)
-
-from ecomcore.domain.aggregate import Aggregate, DomainEvent, project
-from ecomcore.domain.order import Order
-from ecomcore.domain.shipment import Shipment
-from ecomcore.infrastructure.store import EventStore
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -255,14 +255,15 @@ class OrderStatusProjection(Projection):
         batch.load_all(
             "lines", (str(e.originator_id) for _, e in events if isinstance(e, (Order.Placed, Order.RefundIssued)))
         )
-        batch.load_all("shipment_items", (str(e.originator_id) for e in shipment_events if isinstance(e, _ITEMS_CHANGED)))
+        batch.load_all(
+            "shipment_items", (str(e.originator_id) for e in shipment_events if isinstance(e, _ITEMS_CHANGED))
+        )
         batch.load_all(
             "tracking", (str(e.originator_id) for e in shipment_events if isinstance(e, Shipment.TrackingUpdated))
         )
         self._timeline_seq = batch.max_by("timeline", "seq", "order_id", order_ids)
-        self._parcel_seq = batch.max_by(
-            "shipments", "seq", "order_id", (str(e.order_id) for e in shipment_events if isinstance(e, _SHIPMENT_CREATED))
-        )
+        created = (str(e.order_id) for e in shipment_events if isinstance(e, _SHIPMENT_CREATED))
+        self._parcel_seq = batch.max_by("shipments", "seq", "order_id", created)
 
     def forget(self) -> None:
         self._cache.clear()

@@ -7,11 +7,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from ecomcore_projections.base import (
-    Queries,
-    require_aware,
-)
-from ecomcore_projections.order_status.projection import OrderStatusProjection
 from sqlalchemy import (
     Connection,
     Engine,
@@ -23,6 +18,11 @@ from sqlalchemy import (
 from ecomcore.domain.order import OrderState, RefundStatus
 from ecomcore.domain.shipment import ShipmentState
 from ecomcore.domain.values import Value
+from ecomcore_projections.base import (
+    Queries,
+    require_aware,
+)
+from ecomcore_projections.order_status.projection import OrderStatusProjection
 
 
 class OrderLineView(Value):

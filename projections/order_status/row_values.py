@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from ecomcore_projections.rows import Row
-
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.order import Order, OrderState
 from ecomcore.domain.shipment import Shipment, ShipmentState
+from ecomcore_projections.rows import Row
 
 
 def item_rows(shipment: Shipment) -> list[Row]:
@@ -81,8 +80,8 @@ def order_values(order: Order, event: DomainEvent, before: Row | None, position:
         "payment_id": order.payment_id,
         "shipping_address": order.shipping_address,
         "open_returns": sum(1 for case in order.returns.values() if case.is_open),
-        "cancel_reason": event.reason.value if cancelled else kept("cancel_reason"),
-        "completion": event.how.value if completed else kept("completion"),
+        "cancel_reason": event.reason.value if isinstance(event, Order.Cancelled) else kept("cancel_reason"),
+        "completion": event.how.value if isinstance(event, Order.Completed) else kept("completion"),
         "payment_deadline": order.payment_deadline,
         "placed_at": order.created_on,
         "paid_at": order.paid_at,
@@ -119,7 +118,6 @@ def shipment_values(shipment: Shipment, event: DomainEvent, before: Row | None, 
         return None if before is None else before[column]
 
     leaves = isinstance(event, (Shipment.Dispatched, Shipment.ReturnSent))
-    ends = isinstance(event, (Shipment.Failed, Shipment.Cancelled))
     return {
         "shipment_id": str(shipment.id),
         "order_id": str(shipment.order_id),
@@ -131,7 +129,7 @@ def shipment_values(shipment: Shipment, event: DomainEvent, before: Row | None, 
         "carrier": shipment.carrier,
         "tracking_number": shipment.tracking_number,
         "weight_g": shipment.weight_g,
-        "reason": event.reason if ends else kept("reason"),
+        "reason": event.reason if isinstance(event, (Shipment.Failed, Shipment.Cancelled)) else kept("reason"),
         "created_at": shipment.created_on,
         "dispatched_at": event.timestamp if leaves else kept("dispatched_at"),
         "updated_at": event.timestamp,

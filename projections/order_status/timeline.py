@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ecomcore_projections.base import (
-    ProjectionInconsistency,
-)
-
 from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.money import format_amount
 from ecomcore.domain.order import CompletionKind, Order
 from ecomcore.domain.shipment import Shipment
+from ecomcore_projections.base import (
+    ProjectionInconsistency,
+)
 
 
 def _at(moment: datetime) -> str:
@@ -45,9 +44,9 @@ def describe_order_event(order: Order, event: DomainEvent) -> str | None:
             if event.kind is RefundKind.LATE_PAYMENT:
                 return f"late payment refunded: {money(event.amount)} (refund {event.refund_id})"
             what = "refund only" if event.kind is RefundKind.REFUND_ONLY else "return refunded"
-            units = _units({no: n for no, (n, _) in event.lines.items()})
+            refunded = _units({no: n for no, (n, _) in event.lines.items()})
             freight = f", freight {money(event.freight)} included" if event.freight else ""
-            return f"{what}: {money(event.amount)} for {units}{freight} (refund {event.refund_id}: {event.reason})"
+            return f"{what}: {money(event.amount)} for {refunded}{freight} (refund {event.refund_id}: {event.reason})"
         case Order.Cancelled():
             return f"cancelled ({event.reason.value})"
         case Order.ShipmentsPlanned():

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+from ecomcore.domain.after_sales import RefundKind
+from ecomcore.domain.aggregate import DomainEvent
+from ecomcore.domain.order import Order
 from ecomcore_projections.base import (
     Projection,
     ProjectionInconsistency,
@@ -27,19 +40,6 @@ from ecomcore_projections.reconciliation.accounts import (
     utc_day,
 )
 from ecomcore_projections.rows import Batch, Row
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Date,
-    Integer,
-    MetaData,
-    String,
-    Table,
-)
-
-from ecomcore.domain.after_sales import RefundKind
-from ecomcore.domain.aggregate import DomainEvent
-from ecomcore.domain.order import Order
 
 
 class ReconciliationProjection(Projection):

@@ -10,6 +10,14 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    func,
+    select,
+)
+
 from ecomcore_projections.base import (
     Queries,
 )
@@ -25,13 +33,6 @@ from ecomcore_projections.reconciliation.accounts import (
     merchant_funded_discounts,
 )
 from ecomcore_projections.reconciliation.ledger import ReconciliationProjection
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    func,
-    select,
-)
 
 # -- reports ----------------------------------------------------------------------------------
 

@@ -35,9 +35,7 @@ from ecomcore.domain.after_sales import (
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, applies
 from ecomcore.domain.allocation import Allocation
 from ecomcore.domain.catalogue import RecordedSku
-from ecomcore.domain.checkout import CancelReason
-
-from ecomcore.domain.checkout import PaymentEvent
+from ecomcore.domain.checkout import CancelReason, PaymentEvent
 from ecomcore.domain.errors import IllegalTransition, NotFound, RefundRefused, ReturnRefused
 from ecomcore.domain.parcels import LineUnits, ParcelUnits, PlannedParcel, ShipmentProgress
 from ecomcore.domain.values import Value

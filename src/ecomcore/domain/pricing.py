@@ -555,7 +555,7 @@ def _share_out(discount: int, eligible: Sequence[PricedItem], left: Mapping[str,
     line's remainder (see ``apportion``), so nets stay non-negative.
     """
     parts = apportion(discount, [left[item.key] for item in eligible])
-    return {item.key: part for item, part in zip(eligible, parts)}
+    return {item.key: part for item, part in zip(eligible, parts, strict=True)}
 
 
 def _promotion_shares(cart: MerchantCart) -> _Shares:

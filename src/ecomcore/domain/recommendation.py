@@ -285,9 +285,9 @@ def _fit(slots: list[list[CandidateCoupon]], limit: int) -> tuple[list[_Options]
     # bound (see ``_best_combination``) skips more of the rest.
     options: list[_Options] = [
         [slot[0]] if count == 1 else [*slot[: count - 1], None]
-        for slot, count in zip(slots, counts)
+        for slot, count in zip(slots, counts, strict=True)
     ]
-    exhaustive = all(count == len(slot) + 1 for slot, count in zip(slots, counts))
+    exhaustive = all(count == len(slot) + 1 for slot, count in zip(slots, counts, strict=True))
     return options, exhaustive
 
 
