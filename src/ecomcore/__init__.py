@@ -4,12 +4,8 @@
     shop = Shop("sqlite:///shop.sqlite")
 """
 
-from ecomcore.application.commands import (
-    CartItem,
-    CheckoutReceipt,
-    PaymentReceipt,
-    RefundReceipt,
-)
+from ecomcore.application.commands import CartItem
+from ecomcore.application.receipts import CheckoutReceipt, PaymentReceipt, RefundReceipt
 from ecomcore.application.shop import Shop
 from ecomcore.domain.after_sales import (
     LineRefundable,

@@ -94,12 +94,6 @@ def test_core_does_not_import_the_projections() -> None:
     assert violations(SRC, ["ecomcore_projections"]) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9: application/shop.py still imports eventsourcing.persistence.IntegrityError and "
-    "eventsourcing.utils.get_topic, application/unit_of_work.py eventsourcing.application.AggregateNotFoundError; "
-    "remove this mark once the infrastructure wraps them",
-)
 def test_application_reaches_the_event_sourcing_library_only_through_the_infrastructure() -> None:
     """No module of the application imports ``eventsourcing``; what it needs of the library
     (the store, its errors, topics) comes wrapped by ``ecomcore.infrastructure``."""

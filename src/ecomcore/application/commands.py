@@ -1,18 +1,24 @@
-"""Commands: what callers ask the Shop to do, validated before anything is touched."""
+"""Commands: what callers ask the Shop to do, validated before anything is touched.
+
+A command is named for what it asks, imperative and distinct from the aggregates it
+acts on: ``PlaceCheckout`` places a ``Checkout``, ``PayCheckout`` pays one. Each is a
+frozen :class:`~ecomcore.domain.values.Value` whose fields carry the bounds of
+``ecomcore.domain.values``; :func:`validated` builds one from keyword fields or raises
+``InvalidCommand``. The ``Shop`` method of the same name (``checkout`` for
+``PlaceCheckout``) takes exactly these fields as keyword parameters.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ecomcore.domain.after_sales import RefundKind
 from ecomcore.domain.catalogue import Id
 from ecomcore.domain.checkout import CancelReason
 from ecomcore.domain.coupon import IssueChannel, Validity
-from ecomcore.domain.order import OrderState, RefundStatus
+from ecomcore.domain.errors import InvalidCommand
 from ecomcore.domain.pricing import CouponTerms
 from ecomcore.domain.values import (
     LINE_MAX_LENGTH,
@@ -26,7 +32,10 @@ from ecomcore.domain.values import (
     Quantity,
     SingleLineText,
     StockQuantity,
+    Value,
 )
+
+V = TypeVar("V", bound=BaseModel)
 
 ExternalId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 LineNo = Annotated[int, Field(ge=1, le=10_000)]
@@ -54,8 +63,22 @@ def _coupon_amounts_bounded(terms: CouponTerms) -> CouponTerms:
 CampaignTerms = Annotated[CouponTerms, AfterValidator(_coupon_amounts_bounded)]
 
 
-class Command(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+class Command(Value):
+    """What a caller asks the Shop to do: frozen, unknown fields refused, text stripped."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+
+def validated(command_type: type[V], **fields: Any) -> V:
+    """``command_type`` (a command or a catalogue value) built from ``fields``.
+
+    Raises ``InvalidCommand`` (code ``invalid_command``) naming every problem, before
+    anything is loaded or stored.
+    """
+    try:
+        return command_type.model_validate(fields)
+    except ValidationError as error:
+        raise InvalidCommand(command_type.__name__, error.errors(include_url=False, include_context=False)) from None
 
 
 class SetUpStock(Command):
@@ -131,7 +154,7 @@ Cart = Annotated[
 ]
 
 
-class Checkout(Command):
+class PlaceCheckout(Command):
     customer_id: Id
     items: Cart
     merchant_coupon_ids: tuple[UUID, ...] = Field((), max_length=50)
@@ -141,7 +164,7 @@ class Checkout(Command):
     client_request_id: ExternalId | None = None
 
     @model_validator(mode="after")
-    def _distinct_coupons(self) -> Checkout:
+    def _distinct_coupons(self) -> PlaceCheckout:
         if len(set(self.merchant_coupon_ids)) != len(self.merchant_coupon_ids):
             raise ValueError("a coupon is listed twice")
         return self
@@ -152,19 +175,19 @@ class RecommendCoupons(Command):
     items: Cart
 
 
-class Pay(Command):
+class PayCheckout(Command):
     checkout_id: UUID
     payment_id: ExternalId
     amount: BoundedAmount
     provider_txn: ExternalId
 
 
-class Cancel(Command):
+class CancelCheckout(Command):
     checkout_id: UUID
     reason: CancelReason = CancelReason.CUSTOMER
 
 
-class Dispatch(Command):
+class DispatchShipment(Command):
     shipment_id: UUID
     carrier: Line
     tracking_number: ExternalId
@@ -177,7 +200,7 @@ class UpdateTracking(Command):
     location: TrackingLocation = ""
 
 
-class Deliver(Command):
+class DeliverShipment(Command):
     shipment_id: UUID
 
 
@@ -244,37 +267,3 @@ class RefundReturn(Command):
     return_id: UUID
     refund_id: ExternalId
 
-
-class Receipt(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class CheckoutReceipt(Receipt):
-    checkout_id: UUID
-    order_ids: tuple[UUID, ...]
-    payable: int
-    payment_deadline: datetime
-
-
-class PaymentReceipt(Receipt):
-    checkout_id: UUID
-    payment_id: str
-    amount: int
-    #: "paid", or "refunded" when the money came too late and went straight back.
-    outcome: str
-    order_ids: tuple[UUID, ...]
-    shipment_ids: tuple[UUID, ...] = ()
-
-
-class RefundReceipt(Receipt):
-    order_id: UUID
-    refund_id: str
-    kind: RefundKind
-    amount: int
-    freight: int
-    #: line_no → (units, amount)
-    lines: dict[int, tuple[int, int]]
-    order_state: OrderState
-    refund_status: RefundStatus
-    #: Coupons that became available again because this refund completed their orders.
-    returned_coupon_ids: tuple[UUID, ...] = ()

@@ -1,23 +1,44 @@
-"""One command's view of the store: aggregates it loaded or created, saved in one transaction."""
+"""One command's view of the store, and the transaction every command runs in.
+
+A handler is a function ``handler(uow, …)``: it loads aggregates through the unit of
+work, calls the domain, and adds what it creates; :func:`transact` then saves every
+changed aggregate in one transaction. A handler that lost an optimistic-concurrency
+race is run again from the start, on a fresh unit of work, a bounded number of times.
+"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-
 from ecomcore.domain.aggregate import Aggregate
-from ecomcore.domain.errors import NotFound
-from ecomcore.infrastructure.store import EventStore
+from ecomcore.domain.catalogue import Catalogue
+from ecomcore.domain.errors import ConcurrencyConflict, NotFound
+from ecomcore.infrastructure.settings import Settings
+from ecomcore.infrastructure.store import AggregateNotFound, EventStore, StoreConflict
 
 A = TypeVar("A", bound=Aggregate)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class UnitOfWork:
-    def __init__(self, store: EventStore) -> None:
+    """The aggregates one attempt at one command loaded or created, saved together.
+
+    It also carries what a handler works with: the moment the attempt started (``now``),
+    the catalogue, and the shop's settings.
+    """
+
+    def __init__(self, store: EventStore, *, now: datetime, catalogue: Catalogue, settings: Settings) -> None:
         self._store = store
         self._aggregates: dict[UUID, Aggregate] = {}
+        self.now = now
+        self.catalogue = catalogue
+        self.settings = settings
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id in self._aggregates:
@@ -25,7 +46,7 @@ class UnitOfWork:
         else:
             try:
                 found = self._store.load(aggregate_id)
-            except AggregateNotFoundError:
+            except AggregateNotFound:
                 return None
             self._aggregates[aggregate_id] = found
         if not isinstance(found, cls):
@@ -49,3 +70,31 @@ class UnitOfWork:
             return 0
         recordings = self._store.save(*changed)
         return len(recordings)
+
+
+def transact(
+    begin: Callable[[], UnitOfWork],
+    max_attempts: int,
+    handler: Callable[Concatenate[UnitOfWork, P], R],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """Run ``handler`` on a unit of work from ``begin`` and save what it changed atomically.
+
+    On a storage conflict nothing was saved: wait a little (longer each time) and run it
+    again; after ``max_attempts`` raise ``ConcurrencyConflict``.
+    """
+    for attempt in range(1, max_attempts + 1):
+        uow = begin()
+        result = handler(uow, *args, **kwargs)
+        try:
+            uow.commit()
+        except StoreConflict as conflict:
+            if attempt == max_attempts:
+                raise ConcurrencyConflict(
+                    f"gave up after {max_attempts} attempts: other writers kept changing the same records"
+                ) from conflict
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))
+            continue
+        return result
+    raise AssertionError("unreachable")

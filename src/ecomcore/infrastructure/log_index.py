@@ -9,6 +9,7 @@ question, reads only what was recorded since, filtered by event topic.
 from __future__ import annotations
 
 import threading
+from typing import cast
 from uuid import UUID
 
 from eventsourcing.utils import get_topic
@@ -38,7 +39,7 @@ class CouponOwners:
         while True:
             batch = recorder.select_notifications(self._position + 1, self._batch_size, topics=[self._topic])
             for notification in batch:
-                issued = self._store.mapper.to_domain_event(notification)
+                issued = cast(Coupon.Issued, self._store.mapper.to_domain_event(notification))
                 self._by_customer.setdefault(issued.customer_id, []).append(UUID(str(issued.originator_id)))
             if batch:
                 self._position = batch[-1].id

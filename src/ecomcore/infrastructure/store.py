@@ -14,17 +14,31 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import DatabaseError, IntegrityError
-from eventsourcing.utils import Environment
+from eventsourcing.utils import Environment, get_topic
 
 from ecomcore.domain.aggregate import Aggregate, Snapshot, project
 from ecomcore.domain.errors import EcomcoreError
 from ecomcore.infrastructure.settings import Settings
 
-
 #: The in-memory store: one per ``EventStore`` (so per ``Shop``), never shared.
 MEMORY_URL = "memory://"
+
+# What the application needs of the event-sourcing library, named here so that only the
+# infrastructure imports it. The library raises these classes itself, so they are the
+# library's own (aliases), not wrappers that its raise sites would not know.
+
+#: Saving failed because another writer recorded the same version of an aggregate first
+#: (optimistic concurrency): nothing of the transaction was saved; run it again.
+StoreConflict = IntegrityError
+#: ``EventStore.load`` found no aggregate with that id (at that version).
+AggregateNotFound = AggregateNotFoundError
+
+
+def topic_of(cls: type) -> str:
+    """The topic the store records ``cls`` (an event or aggregate class) under."""
+    return get_topic(cls)
 
 
 class StoreUrlError(EcomcoreError):
@@ -83,8 +97,9 @@ class EventStore(Application[UUID]):
 
     def __init__(self, settings: Settings, snapshotting: tuple[type[Aggregate], ...] = ()) -> None:
         self._settings = settings
-        self.snapshotting_intervals = {cls: settings.snapshot_interval for cls in snapshotting}
-        self.snapshotting_projectors = {cls: project for cls in snapshotting}
+        # The library declares these on the class; ours depend on each store's settings.
+        self.snapshotting_intervals = {cls: settings.snapshot_interval for cls in snapshotting}  # type: ignore[misc]
+        self.snapshotting_projectors = {cls: project for cls in snapshotting}  # type: ignore[misc]
         for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
             try:
                 super().__init__()

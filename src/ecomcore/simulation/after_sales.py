@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
-from ecomcore.application.commands import PaymentReceipt
+from ecomcore.application.receipts import PaymentReceipt
 from ecomcore.domain.order import Order, OrderState
 from ecomcore.domain.shipment import ShipmentState
 from ecomcore.simulation.day import Day

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import TypeVar
 from uuid import UUID
 
-from ecomcore.application.commands import CheckoutReceipt
+from ecomcore.application.receipts import CheckoutReceipt
 from ecomcore.domain.pricing import CouponTerms
 from ecomcore.simulation.catalogue import LISTINGS, MERCHANTS
 

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from ecomcore.application.commands import CheckoutReceipt, PaymentReceipt, RefundReceipt
+from ecomcore.application.receipts import CheckoutReceipt, PaymentReceipt, RefundReceipt
 from ecomcore.application.shop import Shop
 from ecomcore.domain.checkout import CancelReason
 from ecomcore.domain.money import format_amount

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from ecomcore.application.commands import CheckoutReceipt, PaymentReceipt
+from ecomcore.application.receipts import CheckoutReceipt, PaymentReceipt
 from ecomcore.domain.checkout import CancelReason
 from ecomcore.domain.coupon import IssueChannel
 from ecomcore.domain.errors import CouponNotUsable, InsufficientStock
