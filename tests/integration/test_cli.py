@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from ecomcore_projections.cli import main
 
 
@@ -232,8 +233,9 @@ def test_status_reports_lag_as_json_and_fails_a_health_check_past_max_lag(capsys
 def test_a_projection_failure_is_one_line_without_sql(capsys, tmp_path):
     """An event a projection cannot apply stops the worker with one line naming the projection, position,
     aggregate, type and cause, exit 2, no traceback or SQL."""
-    from ecomcore_projections.runner import ReadModels
     from sqlalchemy import update
+
+    from ecomcore_projections.runner import ReadModels
 
     store = f"sqlite:///{tmp_path}/shop.sqlite"
     assert run(capsys, "demo", "--store", store, "--orders", "8")[0] == 0

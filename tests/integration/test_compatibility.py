@@ -19,7 +19,6 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from ecomcore_projections import OrderStatusQueries, Projector, ReadModels, ReconciliationQueries, rebuild
 
 from ecomcore import CheckoutReceipt, ManualClock, Settings, Shop
 from ecomcore.domain.checkout import Checkout
@@ -27,6 +26,7 @@ from ecomcore.domain.coupon import Coupon
 from ecomcore.domain.renames import RENAMED_TOPICS
 from ecomcore.domain.shipment import Shipment
 from ecomcore.infrastructure.store import EventStore
+from ecomcore_projections import OrderStatusQueries, Projector, ReadModels, ReconciliationQueries, rebuild
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 EXPECTED = json.loads((DATA / "store-0.1.0.expected.json").read_text(encoding="utf-8"))

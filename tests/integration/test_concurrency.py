@@ -133,7 +133,7 @@ def test_orders_of_one_checkout_refunded_at_once_still_return_the_platform_coupo
                       provider_txn="t")
             barrier, errors = threading.Barrier(2), []  # errors: what went wrong inside the threads
 
-            def refund(shop: Shop, order_id, n: int) -> None:
+            def refund(shop: Shop, order_id, n: int, barrier=barrier, errors=errors, round_=round_) -> None:
                 try:
                     barrier.wait(timeout=30)
                     order = shop.order(order_id)

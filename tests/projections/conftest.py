@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from ecomcore_projections.base import Queries
-from ecomcore_projections.runner import Projector, ReadModels
 
 from ecomcore import Shop
+from ecomcore_projections.base import Queries
+from ecomcore_projections.runner import Projector, ReadModels
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from ecomcore_projections.runner import Projector, ReadModels, dump, registered
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecomcore import ManualClock, Settings, Shop
 from ecomcore.simulation import simulate_trading_day
+from ecomcore_projections.runner import Projector, ReadModels, dump, registered
 
 
 @pytest.fixture(scope="module")

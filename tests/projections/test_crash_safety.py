@@ -11,9 +11,10 @@ import sys
 import time
 
 import pytest
-from ecomcore_projections.cli import main as ecomcore
 from shop_fixtures import START, open_shop, stock_catalogue
 from sqlalchemy import create_engine, inspect, text
+
+from ecomcore_projections.cli import main as ecomcore
 
 KILLS = 20
 

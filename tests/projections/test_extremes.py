@@ -14,11 +14,6 @@ from datetime import timedelta, timezone
 from uuid import UUID
 
 import pytest
-from ecomcore_projections.order_status import OrderDetail, OrderStatusQueries
-from ecomcore_projections.rebuild import rebuild
-from ecomcore_projections.reconciliation import ReconciliationQueries
-from ecomcore_projections.runner import Projector, ReadModels
-from ecomcore_projections.stock import StockQueries
 from shop_fixtures import START
 
 from ecomcore import (
@@ -35,6 +30,11 @@ from ecomcore import (
     Validity,
 )
 from ecomcore.domain.values import LINE_MAX_LENGTH, MAX_MOMENT, MIN_MOMENT, PROSE_MAX_LENGTH
+from ecomcore_projections.order_status import OrderDetail, OrderStatusQueries
+from ecomcore_projections.rebuild import rebuild
+from ecomcore_projections.reconciliation import ReconciliationQueries
+from ecomcore_projections.runner import Projector, ReadModels
+from ecomcore_projections.stock import StockQueries
 
 #: Every kind of character a person may type: CJK, emoji (astral plane, ZWJ sequence,
 #: flag), combining marks, right-to-left text and marks, quotes, backslashes, percent

@@ -6,11 +6,12 @@ import sqlite3
 
 import psycopg
 import pytest
-from ecomcore_projections.base import ProjectionFailed, SchemaMismatch
-from ecomcore_projections.faults import Backoff, is_transient
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ecomcore_projections.base import ProjectionFailed, SchemaMismatch
+from ecomcore_projections.faults import Backoff, is_transient
 
 
 def _sqlalchemy_error(tmp_path, sql: str, *, locked: bool = False) -> BaseException:

@@ -9,13 +9,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from ecomcore_projections.base import ProjectionFailed, UtcDateTime
-from ecomcore_projections.order_status import (
-    OrderStatusProjection,
-    OrderStatusQueries,
-)
-from ecomcore_projections.rebuild import rebuild
-from ecomcore_projections.runner import Projector
 from eventsourcing.utils import get_topic
 from shop_fixtures import START, campaign, stocked_shop
 from sqlalchemy import Engine, MetaData, Table, create_engine, select
@@ -25,6 +18,13 @@ from ecomcore.domain.checkout import Checkout
 from ecomcore.domain.order import Order
 from ecomcore.domain.shipment import Shipment
 from ecomcore.infrastructure.catalogue import sqlalchemy_url
+from ecomcore_projections.base import ProjectionFailed, UtcDateTime
+from ecomcore_projections.order_status import (
+    OrderStatusProjection,
+    OrderStatusQueries,
+)
+from ecomcore_projections.rebuild import rebuild
+from ecomcore_projections.runner import Projector
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)

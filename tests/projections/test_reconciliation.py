@@ -7,17 +7,6 @@ from datetime import date, timedelta
 from uuid import UUID, uuid4
 
 import pytest
-from ecomcore_projections.reconciliation import (
-    DiscrepancyKind,
-    EntryKind,
-    ReconciliationProjection,
-    ReconciliationQueries,
-    Settlement,
-    share_refund,
-)
-from ecomcore_projections.base import ProjectionFailed
-from ecomcore_projections.rebuild import rebuild
-from ecomcore_projections.runner import Projector, ReadModels
 from shop_fixtures import START, place_worked_example
 from sqlalchemy import delete, select, update
 
@@ -29,6 +18,17 @@ from ecomcore import (
 )
 from ecomcore.domain.order import CancelReason, Order
 from ecomcore.simulation import simulate_trading_day
+from ecomcore_projections.base import ProjectionFailed
+from ecomcore_projections.rebuild import rebuild
+from ecomcore_projections.reconciliation import (
+    DiscrepancyKind,
+    EntryKind,
+    ReconciliationProjection,
+    ReconciliationQueries,
+    Settlement,
+    share_refund,
+)
+from ecomcore_projections.runner import Projector, ReadModels
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)

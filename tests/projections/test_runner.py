@@ -8,15 +8,15 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from ecomcore_projections.base import Projection, ProjectionFailed, SchemaMismatch, handles
-from ecomcore_projections.rebuild import rebuild
-from ecomcore_projections.rows import Batch
-from ecomcore_projections.runner import Projector, ReadModels, StoredPosition, dump
 from shop_fixtures import open_shop, stock_catalogue
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, text, update
 
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.stock_item import StockItem
+from ecomcore_projections.base import Projection, ProjectionFailed, SchemaMismatch, handles
+from ecomcore_projections.rebuild import rebuild
+from ecomcore_projections.rows import Batch
+from ecomcore_projections.runner import Projector, ReadModels, StoredPosition, dump
 
 
 class StockMoves(Projection):

@@ -6,10 +6,6 @@ from datetime import timedelta
 from uuid import uuid4
 
 import pytest
-from ecomcore_projections.base import ProjectionFailed, live_name
-from ecomcore_projections.rebuild import rebuild
-from ecomcore_projections.runner import Projector, ReadModels
-from ecomcore_projections.stock import StockProjection, StockQueries
 from eventsourcing.utils import get_topic
 from shop_fixtures import START, open_shop, stock_catalogue
 from sqlalchemy import MetaData, create_engine
@@ -18,6 +14,10 @@ from ecomcore import ManualClock, Settings, Shop
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.stock_item import StockItem, stock_item_id
 from ecomcore.simulation import simulate_trading_day
+from ecomcore_projections.base import ProjectionFailed, live_name
+from ecomcore_projections.rebuild import rebuild
+from ecomcore_projections.runner import Projector, ReadModels
+from ecomcore_projections.stock import StockProjection, StockQueries
 
 HOUR = timedelta(hours=1)
 

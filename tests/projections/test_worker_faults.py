@@ -23,7 +23,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from ecomcore_projections.cli import main as ecomcore
 from psycopg import sql
 from shop_fixtures import START, open_shop, stock_catalogue
 from sqlalchemy import create_engine, inspect, text
@@ -31,6 +30,7 @@ from sqlalchemy import create_engine, inspect, text
 from ecomcore.infrastructure.catalogue import sqlalchemy_url
 from ecomcore.infrastructure.settings import Settings
 from ecomcore.infrastructure.store import EventStore
+from ecomcore_projections.cli import main as ecomcore
 
 PROJECTIONS = ("order_status", "stock", "reconciliation")
 

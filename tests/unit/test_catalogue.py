@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -155,7 +155,7 @@ def test_promotions_are_per_merchant_by_start_then_id(catalogue: Catalogue) -> N
     catalogue.add_promotion(a_promotion("p-late", starts_at=T0 + timedelta(days=1)))
     catalogue.add_promotion(a_promotion("p-b", starts_at=T0))
     # The same instant written with another UTC offset still ties with p-b.
-    catalogue.add_promotion(a_promotion("p-a", starts_at=T0.astimezone(timezone.utc)))
+    catalogue.add_promotion(a_promotion("p-a", starts_at=T0.astimezone(UTC)))
     catalogue.add_promotion(a_promotion("p-other", merchant_id="m-2"))
 
     assert [p.promotion_id for p in catalogue.promotions("m-1")] == ["p-a", "p-b", "p-late"]

@@ -164,7 +164,7 @@ def test_apportion_properties(total, weights):
     weight_sum = sum(weights)
     assert sum(parts) == total
     assert len(parts) == len(weights)
-    for part, weight in zip(parts, weights):
+    for part, weight in zip(parts, weights, strict=True):
         assert part >= 0
         floor_share = total * weight // weight_sum
         ceil_share = -(-total * weight // weight_sum)
@@ -179,7 +179,7 @@ def test_apportion_never_gives_a_part_more_than_its_weight(weights):
     assert parts == weights
     if sum(weights) > 0:
         parts = apportion(sum(weights) - 1, weights)
-        assert all(part <= weight for part, weight in zip(parts, weights))
+        assert all(part <= weight for part, weight in zip(parts, weights, strict=True))
 
 
 # --------------------------------------------------------------------------- percent_of

@@ -426,7 +426,7 @@ def brute_force(carts: list[MerchantCart], candidates: list[CandidateCoupon]) ->
         *merchant_choice, platform = choice
         priced = [
             c.model_copy(update={"coupon": coupon.applied()}) if coupon else c
-            for c, coupon in zip(carts, merchant_choice)
+            for c, coupon in zip(carts, merchant_choice, strict=True)
         ]
         try:
             price = price_checkout(priced, platform.applied() if platform else None)

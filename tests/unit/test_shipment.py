@@ -154,7 +154,7 @@ def test_plan_parcels_preserves_units_and_respects_the_limit(lines: list[OrderLi
             heavy_units = [i for i in plan.items if weights[i.line_no] > 0]
             assert len(heavy_units) == 1 and heavy_units[0].quantity == 1
     # Parcels are not wasteful: in a warehouse, no parcel could have taken the next one's first unit.
-    for before, after in zip(plans, plans[1:]):
+    for before, after in zip(plans, plans[1:], strict=False):  # consecutive pairs
         if before.warehouse_id == after.warehouse_id:
             first = weights[after.items[0].line_no]
             assert before.weight_g + first > limit
