@@ -64,7 +64,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy
 from eventsourcing.utils import get_topic
@@ -292,6 +292,19 @@ def time_subject(history: History, names: list[str] | None, workdir: Path) -> Ru
             store.close()
 
 
+def notification_batches(recorder: Any, topics: list[str]) -> Iterator[list[Any]]:
+    """The notifications of ``topics`` up to the head, in batches of ``BATCH_SIZE``, as a projector reads them."""
+    head = recorder.max_notification_id() or 0
+    start = 1
+    while start <= head:
+        batch = recorder.select_notifications(start, BATCH_SIZE, stop=head, topics=topics)
+        if batch:
+            yield batch
+        if len(batch) < BATCH_SIZE:
+            return
+        start = batch[-1].id + 1
+
+
 def time_baseline(history: History, topics: list[str], workdir: Path) -> Run:
     """The baseline: copy the same notifications, batch by batch, into a plain table of a fresh file."""
     with fresh_sqlite(workdir, "baseline") as path:
@@ -310,18 +323,12 @@ def time_baseline(history: History, topics: list[str], workdir: Path) -> Run:
         try:
             gc.collect()
             started = time.perf_counter()
-            head = recorder.max_notification_id() or 0
-            start, copied = 1, 0
-            while start <= head:
-                batch = recorder.select_notifications(start, BATCH_SIZE, stop=head, topics=topics)
-                if batch:
-                    rows = [{"id": n.id, "topic": n.topic, "state": n.state.decode("utf-8")} for n in batch]
-                    with engine.begin() as conn:
-                        conn.execute(insert(table), rows)
-                    copied += len(rows)
-                if len(batch) < BATCH_SIZE:
-                    break
-                start = batch[-1].id + 1
+            copied = 0
+            for batch in notification_batches(recorder, topics):
+                rows = [{"id": n.id, "topic": n.topic, "state": n.state.decode("utf-8")} for n in batch]
+                with engine.begin() as conn:
+                    conn.execute(insert(table), rows)
+                copied += len(rows)
             return Run(copied, time.perf_counter() - started)
         finally:
             engine.dispose()
@@ -336,16 +343,11 @@ def time_decode(history: History, topics: list[str]) -> Run:
     try:
         gc.collect()
         started = time.perf_counter()
-        head = recorder.max_notification_id() or 0
-        start, decoded = 1, 0
-        while start <= head:
-            batch = recorder.select_notifications(start, BATCH_SIZE, stop=head, topics=topics)
+        decoded = 0
+        for batch in notification_batches(recorder, topics):
             for notification in batch:
                 mapper.to_domain_event(notification)
             decoded += len(batch)
-            if len(batch) < BATCH_SIZE:
-                break
-            start = batch[-1].id + 1
         return Run(decoded, time.perf_counter() - started)
     finally:
         store.close()
