@@ -32,6 +32,8 @@ EXIT_OK = 0
 EXIT_DIFFERENCES = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+#: The reader of our output went away (like SIGPIPE: 128 + 13).
+EXIT_BROKEN_PIPE = 141
 
 
 def fail(code: str, message: str) -> int:

@@ -250,3 +250,21 @@ def test_a_projection_failure_is_one_line_without_sql(capsys, tmp_path):
     assert re.match(r"error \[projection_failed\]: projection reconciliation cannot apply event #\d+ "
                     r"\(Order\.\w+ of aggregate [0-9a-f-]{36} v\d+\): ProjectionInconsistency: ", errors[0])
     assert "Traceback" not in err and "[SQL:" not in err
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path):
+    """`ecomcore status | head -0`: when the reader closes the pipe, the command stops quietly with 141."""
+    import subprocess
+    import sys
+
+    store = f"sqlite:///{tmp_path}/shop.sqlite"
+    assert main(["demo", "--store", store, "--orders", "3", "--no-projections"]) == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ecomcore_projections.cli", "status", "--store", store, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # the reader is gone before the command writes anything
+    err = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 141, err
+    assert "Traceback" not in err
