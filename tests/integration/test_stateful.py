@@ -1,6 +1,8 @@
 """Hypothesis state machine: random trading and after-sales never oversell, keep money
 exact (never refunding more than was paid), never redeem a coupon twice without it
-coming back in between, and replay to the same aggregates.
+coming back in between, alert low stock exactly on each fall to the safety stock (time
+alone lifts availability when unpaid reservations pass their deadline), and replay to the
+same aggregates.
 
 The invariants are business rules, so the machine trades on the in-memory store; the
 replay check rebuilds every aggregate from its stored events past every cache.
@@ -9,7 +11,9 @@ replay check rebuilds every aggregate from its stored events past every cache.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -28,7 +32,9 @@ from ecomcore import (
     RefundRefused,
     ShipmentState,
 )
+from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.coupon import Coupon
+from ecomcore.domain.stock_item import StockItem, stock_item_id
 from ecomcore.infrastructure.store import MEMORY_URL
 
 SKUS = ["A1", "B1", "C1", "D1", "E1"]
@@ -54,6 +60,10 @@ class Trading(RuleBasedStateMachine):
         self.shortage: Counter[tuple[str, str]] = Counter()
         self.paid: dict = {}
         self.refund_ids = 0
+        #: Each stock item's availability as the model sees it, event by event.
+        self.stock_models: dict[UUID, StockModel] = {}
+        #: Stock items created by ``set_up_stock``, whose registration is watched for low stock.
+        self.set_up: set[UUID] = set()
 
     def teardown(self) -> None:
         try:
@@ -64,6 +74,21 @@ class Trading(RuleBasedStateMachine):
     @rule(sku=st.sampled_from(SKUS), warehouse=st.sampled_from(WAREHOUSES), quantity=st.integers(1, 6))
     def receive(self, sku, warehouse, quantity):
         self.shop.receive_stock(sku_id=sku, warehouse_id=warehouse, quantity=quantity, reference="po")
+
+    @rule(
+        sku=st.sampled_from(SKUS),
+        warehouse=st.sampled_from(WAREHOUSES),
+        safety_stock=st.integers(0, 5),
+        reorder_quantity=st.integers(0, 10),
+    )
+    def set_up_stock(self, sku, warehouse, safety_stock, reorder_quantity):
+        try:
+            self.shop.stock_item(sku, warehouse)
+        except NotFound:
+            self.set_up.add(stock_item_id(sku, warehouse))
+        self.shop.set_up_stock(
+            sku_id=sku, warehouse_id=warehouse, safety_stock=safety_stock, reorder_quantity=reorder_quantity
+        )
 
     @rule(sku=st.sampled_from(SKUS), warehouse=st.sampled_from(WAREHOUSES), counted=st.integers(0, 8))
     def count(self, sku, warehouse, counted):
@@ -145,6 +170,26 @@ class Trading(RuleBasedStateMachine):
         self.clock.advance(timedelta(hours=hours))
         self.shop.expire_overdue_orders()
 
+    @rule(hours=st.integers(1, 30))
+    def time_passes_without_the_sweeper(self, hours):
+        """Unpaid reservations past their deadline stop counting with no event recorded."""
+        self.clock.advance(timedelta(hours=hours))
+
+    @invariant()
+    def low_stock_alerts_exactly_on_each_fall(self):
+        """Each command's events, replayed through an independent model of availability at
+        the command's moment, predict the low-stock alerts: an open alert is cleared first
+        if availability then is above the safety stock, and the command's change alerts if
+        it leaves availability at or below it with no alert open."""
+        for sku in SKUS:
+            for warehouse in WAREHOUSES:
+                item_id = stock_item_id(sku, warehouse)
+                model = self.stock_models.setdefault(item_id, StockModel())
+                new = list(self.shop.store.events.get(item_id, gt=model.version))
+                if new:
+                    recorded = [_alert_or_change(e) for e in new]
+                    assert recorded == model.expect(new, item_id in self.set_up), (sku, warehouse)
+
     @invariant()
     def never_oversold(self):
         now = self.clock.now()
@@ -200,6 +245,112 @@ class Trading(RuleBasedStateMachine):
             # Asking for a version rebuilds from the store, never from the aggregate cache.
             replayed = self.shop.store.load(aggregate_id, version=live.version)
             assert vars(replayed) == vars(live), type(live).__name__
+
+
+def test_trading_alerts_again_when_an_expiry_lifted_availability() -> None:
+    """The measured case, run through the machine's own rules: safety stock 2, 5 on hand; a
+    checkout of 3 alerts; past its deadline (no sweeper) availability is 5 again, so a
+    checkout of 4 clears that alert first and, leaving 1, alerts again."""
+    machine = Trading()
+    try:
+        machine.set_up_stock(sku="A1", warehouse="w1", safety_stock=2, reorder_quantity=10)
+        machine.receive(sku="A1", warehouse="w1", quantity=5)
+        assert machine.checkout(cart={"A1": 3}, coupon=None) is not None
+        machine.low_stock_alerts_exactly_on_each_fall()
+        machine.time_passes_without_the_sweeper(hours=25)
+        assert machine.checkout(cart={"A1": 4}, coupon=None) is not None
+        machine.low_stock_alerts_exactly_on_each_fall()
+        alerts = [
+            _alert_or_change(e)
+            for e in machine.shop.store.events.get(stock_item_id("A1", "w1"))
+            if isinstance(e, _ALERTS)
+        ]
+        assert alerts == [
+            ("low stock", 0, 2),  # set up with nothing on hand
+            ("cleared", 5),
+            ("low stock", 2, 2),
+            ("cleared", 5),
+            ("low stock", 1, 2),
+        ]
+    finally:
+        machine.teardown()
+
+
+#: The changes after which a command watches for a fall (the others change nothing available).
+_UNWATCHED = (StockItem.ReservationConfirmed, StockItem.ReturnWrittenOff)
+_ALERTS = (StockItem.LowStockDetected, StockItem.LowStockCleared)
+
+
+@dataclass
+class StockModel:
+    """A stock item's on-hand, reservations and alert, rebuilt from its non-alert events."""
+
+    version: int = 0
+    on_hand: int = 0
+    safety_stock: int = 0
+    reorder_quantity: int = 0
+    #: order id -> (units held, expiry; None once confirmed)
+    held: dict[UUID, tuple[int, datetime | None]] = field(default_factory=dict)
+    alert_open: bool = False
+
+    def available(self, now: datetime) -> int:
+        return self.on_hand - sum(q for q, expiry in self.held.values() if expiry is None or expiry > now)
+
+    def expect(self, events: list[DomainEvent], set_up: bool) -> list[tuple]:
+        """The events the model predicts: each recorded change, with the alerts due around it."""
+        predicted: list[tuple] = []
+        for event in events:
+            self.version = event.originator_version
+            if isinstance(event, _ALERTS):
+                continue  # predicted from the changes, never read from the events
+            now = event.timestamp
+            if self.alert_open and self.available(now) > self.safety_stock:
+                predicted.append(self._cleared(now))
+            self._apply(event)
+            predicted.append(_alert_or_change(event))
+            watched = set_up if isinstance(event, StockItem.Registered) else not isinstance(event, _UNWATCHED)
+            if watched:
+                available = self.available(now)
+                if not self.alert_open and available <= self.safety_stock:
+                    self.alert_open = True
+                    predicted.append(("low stock", available, self.safety_stock))
+                elif self.alert_open and available > self.safety_stock:
+                    predicted.append(self._cleared(now))
+        return predicted
+
+    def _cleared(self, now: datetime) -> tuple:
+        self.alert_open = False
+        return ("cleared", self.available(now))
+
+    def _apply(self, e: DomainEvent) -> None:
+        if isinstance(e, (StockItem.Registered, StockItem.SafetyStockSet)):
+            self.safety_stock, self.reorder_quantity = e.safety_stock, e.reorder_quantity
+        elif isinstance(e, (StockItem.Received, StockItem.ReturnRestocked)):
+            self.on_hand += e.quantity
+        elif isinstance(e, StockItem.WrittenOff):
+            self.on_hand -= e.quantity
+        elif isinstance(e, StockItem.Counted):
+            self.on_hand = e.counted_quantity
+        elif isinstance(e, StockItem.Reserved):
+            self.held[e.order_id] = (e.quantity, e.expires_at)
+        elif isinstance(e, StockItem.ReservationConfirmed):
+            self.held[e.order_id] = (self.held[e.order_id][0], None)
+        elif isinstance(e, (StockItem.ReservationReleased, StockItem.Dispatched)):
+            if isinstance(e, StockItem.Dispatched):
+                self.on_hand -= e.quantity
+            quantity, expiry = self.held.pop(e.order_id)
+            if quantity > e.quantity:
+                self.held[e.order_id] = (quantity - e.quantity, expiry)
+
+
+def _alert_or_change(event: DomainEvent) -> tuple:
+    if isinstance(event, StockItem.LowStockDetected):
+        # The suggestion is checked on its own: enough to lift availability above the safety stock.
+        assert event.suggested_reorder_quantity > event.safety_stock - event.available
+        return ("low stock", event.available, event.safety_stock)
+    if isinstance(event, StockItem.LowStockCleared):
+        return ("cleared", event.available)
+    return (type(event).__name__, event.originator_version)
 
 
 def _topic(event_type) -> str:

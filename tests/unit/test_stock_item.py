@@ -18,6 +18,7 @@ from ecomcore.domain.stock_item import ReleaseReason, StockItem, stock_item_id
 
 ORDER_A = UUID("00000000-0000-4000-8000-00000000000a")
 ORDER_B = UUID("00000000-0000-4000-8000-00000000000b")
+ORDER_C = UUID("00000000-0000-4000-8000-00000000000c")
 SHIPMENT = UUID("00000000-0000-4000-8000-0000000000f1")
 HOUR = timedelta(hours=1)
 
@@ -439,6 +440,131 @@ def test_low_stock_cleared_then_alerts_again_on_next_fall() -> None:
         an_event(StockItem.Reserved, order_id=ORDER_B, quantity=8, expires_at=T0 + HOUR),
         an_event(StockItem.LowStockDetected, available=2, safety_stock=3, suggested_reorder_quantity=2),
     )
+
+
+def test_expiry_rearms_the_alert_so_a_new_fall_alerts_again() -> None:
+    """Safety stock 2, 5 on hand: a checkout of 3 alerts; after its deadline availability is
+    back to 5 (no release recorded yet), so a new checkout of 4 first clears the open alert
+    with the availability then and, leaving 1, raises a second alert."""
+    stock = item(5, safety_stock=2, reorder_quantity=10)
+    stock.reserve(ORDER_A, 3, T0 + HOUR, T0)
+    stock = replayed(stock)
+    assert stock.low_stock_flagged and stock.available(T0 + HOUR) == 5
+    stock.reserve(ORDER_B, 4, T0 + 2 * HOUR, T0 + HOUR)
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.LowStockCleared, timestamp=T0 + HOUR, available=5),
+        an_event(StockItem.Reserved, order_id=ORDER_B, quantity=4, expires_at=T0 + 2 * HOUR),
+        an_event(StockItem.LowStockDetected, available=1, safety_stock=2, suggested_reorder_quantity=10),
+    )
+    assert stock.low_stock_flagged
+
+
+def test_expiry_rearms_the_alert_before_any_command() -> None:
+    """Whatever command runs after an expiry lifted availability above the safety stock,
+    the open alert is cleared first, before the command's own event."""
+    stock = item(5, safety_stock=2, reorder_quantity=10)
+    stock.reserve(ORDER_A, 3, T0 + HOUR, T0)
+    stock.reserve(ORDER_B, 1, T0 + 3 * HOUR, T0)  # available 1: still low, no second alert
+    stock.confirm(ORDER_B, T0)
+    stock = replayed(stock)
+    stock.write_off(1, "damaged", T0 + HOUR)  # available 5 − 1 − 1 = 3: above the safety stock
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.LowStockCleared, available=4),
+        an_event(StockItem.WrittenOff, quantity=1, reason="damaged"),
+    )
+    assert not stock.low_stock_flagged
+
+
+def test_sweeper_release_after_expiry_clears_with_the_availability_then() -> None:
+    """The sweeper's release of an expired reservation changes nothing available: the alert
+    is cleared (before the release) with the availability the expiry already gave back."""
+    stock = item(5, safety_stock=2, reorder_quantity=10)
+    stock.reserve(ORDER_A, 3, T0 + HOUR, T0)
+    stock = replayed(stock)
+    stock.release(ORDER_A, ReleaseReason.EXPIRED, T0 + 2 * HOUR)
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.LowStockCleared, available=5),
+        an_event(StockItem.ReservationReleased, order_id=ORDER_A, quantity=3, reason="expired"),
+    )
+    assert not stock.low_stock_flagged
+
+
+def test_receipt_rearms_the_alert_so_a_new_fall_alerts_again() -> None:
+    """A receipt lifting availability above the safety stock clears the alert; the next fall alerts."""
+    stock = item(5, safety_stock=2, reorder_quantity=10)
+    stock.reserve(ORDER_A, 3, T0 + HOUR, T0)
+    stock = replayed(stock)
+    stock.receive(2, "po-2", T0)  # available 4
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.Received, quantity=2, reference="po-2"),
+        an_event(StockItem.LowStockCleared, available=4),
+    )
+    stock.reserve(ORDER_B, 3, T0 + HOUR, T0)  # available 1
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.Reserved, order_id=ORDER_B, quantity=3, expires_at=T0 + HOUR),
+        an_event(StockItem.LowStockDetected, available=1, safety_stock=2, suggested_reorder_quantity=10),
+    )
+
+
+def test_release_rearms_the_alert_so_a_new_fall_alerts_again() -> None:
+    """A release (here a refund before dispatch) lifting availability above the safety stock
+    clears the alert; the next fall alerts again."""
+    stock = item(5, safety_stock=2, reorder_quantity=10)
+    stock.reserve(ORDER_A, 3, T0 + HOUR, T0)
+    stock.confirm(ORDER_A, T0)
+    stock = replayed(stock)
+    stock.release(ORDER_A, ReleaseReason.REFUNDED, T0 + 2 * HOUR, quantity=2)  # available 4
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.ReservationReleased, order_id=ORDER_A, quantity=2, reason="refunded"),
+        an_event(StockItem.LowStockCleared, available=4),
+    )
+    stock.reserve(ORDER_B, 2, T0 + 3 * HOUR, T0 + 2 * HOUR)  # available 2: at the safety stock
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.Reserved, order_id=ORDER_B, quantity=2, expires_at=T0 + 3 * HOUR),
+        an_event(StockItem.LowStockDetected, available=2, safety_stock=2, suggested_reorder_quantity=10),
+    )
+
+
+def test_no_second_alert_while_availability_stays_at_or_below_safety_stock() -> None:
+    """An expiry, a receipt or a release that leaves availability at or below the safety stock
+    neither clears the alert nor lets a further fall alert again."""
+    stock = item(5, safety_stock=3, reorder_quantity=10)
+    stock.reserve(ORDER_A, 1, T0 + HOUR, T0)  # available 4: above
+    stock.reserve(ORDER_B, 3, T0 + 3 * HOUR, T0)  # available 1: alert
+    stock = replayed(stock)
+    assert stock.low_stock_flagged
+    later = T0 + HOUR  # ORDER_A expired: available 2, still at or below 3
+    stock.receive(1, "po-2", later)  # available 3
+    stock.reserve(ORDER_C, 2, later + HOUR, later)  # available 1
+    stock.release(ORDER_B, ReleaseReason.CANCELLED, later, quantity=1)  # available 2
+    stock.write_off(2, "damaged", later)  # available 0
+    assert_events(
+        stock.collect_events(),
+        an_event(StockItem.Received, quantity=1, reference="po-2"),
+        an_event(StockItem.Reserved, order_id=ORDER_C, quantity=2, expires_at=later + HOUR),
+        an_event(StockItem.ReservationReleased, order_id=ORDER_B, quantity=1, reason="cancelled"),
+        an_event(StockItem.WrittenOff, quantity=2, reason="damaged"),
+    )
+    assert stock.low_stock_flagged
+
+
+def test_refused_command_after_expiry_records_no_clearing() -> None:
+    """Check before record: a reserve refused for want of stock records nothing, not even the
+    clearing its availability would have justified."""
+    stock = item(5, safety_stock=2, reorder_quantity=10)
+    stock.reserve(ORDER_A, 3, T0 + HOUR, T0)
+    stock = replayed(stock)
+    before = state(stock)
+    with pytest.raises(InsufficientStock):
+        stock.reserve(ORDER_B, 6, T0 + 2 * HOUR, T0 + HOUR)
+    assert stock.collect_events() == [] and state(stock) == before
 
 
 def test_no_low_stock_alert_above_safety_stock() -> None:

@@ -3,6 +3,11 @@
 ``available = on_hand − Σ active reservations``; a reservation is active while it
 is confirmed (its order is paid) or its expiry is still in the future, so an
 expired reservation stops counting at once, before any sweeper records it.
+
+Low stock follows availability as each command sees it: one ``LowStockDetected`` per fall
+to or below the safety stock; an open alert is cleared (``LowStockCleared``) as soon as a
+command finds availability above the safety stock again, whether a receipt, a release or
+only the passing of time (an expiry) lifted it.
 """
 
 from __future__ import annotations
@@ -158,8 +163,7 @@ class StockItem(Aggregate):
         return item
 
     def receive(self, quantity: int, reference: str, now: datetime) -> None:
-        self._record(self.Received, now, quantity=quantity, reference=reference)
-        self._watch_low_stock(now)
+        self._record_change(self.Received, now, quantity=quantity, reference=reference)
 
     def reserve(self, order_id: UUID, quantity: int, expires_at: datetime, now: datetime) -> None:
         existing = self.reservations.get(order_id)
@@ -174,8 +178,7 @@ class StockItem(Aggregate):
         if available < quantity:
             shortage = {"sku_id": self.sku_id, "warehouse_id": self.warehouse_id}
             raise InsufficientStock([shortage | {"available": available, "requested": quantity}])
-        self._record(self.Reserved, now, order_id=order_id, quantity=quantity, expires_at=expires_at)
-        self._watch_low_stock(now)
+        self._record_change(self.Reserved, now, order_id=order_id, quantity=quantity, expires_at=expires_at)
 
     def release(self, order_id: UUID, reason: ReleaseReason, now: datetime, quantity: int | None = None) -> int:
         """Give back an order's reserved units (all of them unless ``quantity``); returns how many."""
@@ -185,8 +188,7 @@ class StockItem(Aggregate):
         quantity = reservation.quantity if quantity is None else min(quantity, reservation.quantity)
         if quantity <= 0:
             return 0
-        self._record(self.ReservationReleased, now, order_id=order_id, quantity=quantity, reason=reason)
-        self._watch_low_stock(now)
+        self._record_change(self.ReservationReleased, now, order_id=order_id, quantity=quantity, reason=reason)
         return quantity
 
     def confirm(self, order_id: UUID, now: datetime) -> None:
@@ -203,7 +205,8 @@ class StockItem(Aggregate):
                 f"the reservation of order {order_id} on sku {self.sku_id} in warehouse {self.warehouse_id} "
                 f"expired at {reservation.expires_at:%Y-%m-%d %H:%M}"
             )
-        self._record(self.ReservationConfirmed, now, order_id=order_id)
+        # Confirming changes nothing available: no fall to watch for after it.
+        self._record_change(self.ReservationConfirmed, now, watch=False, order_id=order_id)
 
     def dispatch(self, order_id: UUID, shipment_id: UUID, quantity: int, now: datetime) -> None:
         reservation = self.reservations.get(order_id)
@@ -220,16 +223,16 @@ class StockItem(Aggregate):
                 f"cannot dispatch {quantity} of sku {self.sku_id} from warehouse {self.warehouse_id}: "
                 f"only {self.on_hand} on hand after the last stocktake"
             )
-        self._record(self.Dispatched, now, order_id=order_id, shipment_id=shipment_id, quantity=quantity)
-        self._watch_low_stock(now)
+        self._record_change(self.Dispatched, now, order_id=order_id, shipment_id=shipment_id, quantity=quantity)
 
     def restock_return(self, order_id: UUID, quantity: int, now: datetime) -> None:
-        self._record(self.ReturnRestocked, now, order_id=order_id, quantity=quantity)
-        self._watch_low_stock(now)
+        self._record_change(self.ReturnRestocked, now, order_id=order_id, quantity=quantity)
 
     def write_off_return(self, order_id: UUID, quantity: int, reason: str, now: datetime) -> None:
         """Damaged returned units: written off on arrival, so on-hand never counted them."""
-        self._record(self.ReturnWrittenOff, now, order_id=order_id, quantity=quantity, reason=reason)
+        self._record_change(
+            self.ReturnWrittenOff, now, watch=False, order_id=order_id, quantity=quantity, reason=reason
+        )
 
     def write_off(self, quantity: int, reason: str, now: datetime) -> None:
         if quantity > self.on_hand:
@@ -237,14 +240,13 @@ class StockItem(Aggregate):
                 f"cannot write off {quantity} of sku {self.sku_id} in warehouse {self.warehouse_id}: "
                 f"{self.on_hand} on hand"
             )
-        self._record(self.WrittenOff, now, quantity=quantity, reason=reason)
-        self._watch_low_stock(now)
+        self._record_change(self.WrittenOff, now, quantity=quantity, reason=reason)
 
     def count(self, counted_quantity: int, reason: str, now: datetime) -> None:
         # Reality cannot be refused: a count below what is reserved is recorded with
         # the shortage, which operations must resolve.
         shortage = max(0, self.reserved(now) - counted_quantity)
-        self._record(
+        self._record_change(
             self.Counted,
             now,
             counted_quantity=counted_quantity,
@@ -252,15 +254,33 @@ class StockItem(Aggregate):
             shortage=shortage,
             reason=reason,
         )
-        self._watch_low_stock(now)
 
     def set_safety_stock(self, safety_stock: int, reorder_quantity: int, now: datetime) -> bool:
         """Change the safety stock and reorder quantity; False (nothing recorded) if they are unchanged."""
         if (safety_stock, reorder_quantity) == (self.safety_stock, self.reorder_quantity):
             return False
-        self._record(self.SafetyStockSet, now, safety_stock=safety_stock, reorder_quantity=reorder_quantity)
-        self._watch_low_stock(now)
+        self._record_change(self.SafetyStockSet, now, safety_stock=safety_stock, reorder_quantity=reorder_quantity)
         return True
+
+    def _record_change(self, event_type: type[DomainEvent], now: datetime, *, watch: bool = True, **facts: Any) -> None:
+        """Record a command's own change (its checks passed), watching low stock around it.
+
+        Availability also changes with time alone: an unconfirmed reservation stops counting
+        at its expiry, before any release is recorded. So before the change an open alert is
+        cleared if availability *now* is above the safety stock, and after it a fall to or
+        below the safety stock alerts again: one alert per fall, whatever made it rise.
+        """
+        self._lift_low_stock_alert(now)
+        self._record(event_type, now, **facts)
+        if watch:
+            self._watch_low_stock(now)
+
+    def _lift_low_stock_alert(self, now: datetime) -> None:
+        """Clear an open alert if availability now (expiries counted) is above the safety stock."""
+        if self.low_stock_flagged:
+            available = self.available(now)
+            if available > self.safety_stock:
+                self._record(self.LowStockCleared, now, available=available)
 
     def _watch_low_stock(self, now: datetime) -> None:
         """One alert when available falls to the safety stock, none again until it rises above."""
