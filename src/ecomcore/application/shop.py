@@ -35,6 +35,7 @@ from ecomcore.domain.shipment import Shipment
 from ecomcore.domain.stock_item import StockItem, stock_item_id
 from ecomcore.infrastructure.catalogue import open_catalogue
 from ecomcore.infrastructure.clock import Clock, SystemClock
+from ecomcore.infrastructure.due_work import DueWork
 from ecomcore.infrastructure.log_index import CouponOwners
 from ecomcore.infrastructure.settings import Settings
 from ecomcore.infrastructure.store import EventStore
@@ -74,6 +75,8 @@ class Shop:
         self.store = EventStore(settings, snapshotting=(StockItem, CouponCampaign))
         self.catalogue: Catalogue = catalogue or open_catalogue(settings.store_url)
         self._coupon_owners = CouponOwners(self.store)
+        #: What may be due for the sweeper, followed incrementally from the log.
+        self._due_work = DueWork(self.store)
 
     def close(self) -> None:
         self.store.close()
@@ -280,15 +283,17 @@ class Shop:
 
     def expire_overdue_orders(self, now: datetime | None = None) -> list[UUID]:
         """Cancel every unpaid checkout past its payment deadline; returns their ids."""
-        return sweeper.expire_overdue_checkouts(self.store, self._transact, now or self.clock.now())
+        return sweeper.expire_overdue_checkouts(self._due_work, self._transact, now or self.clock.now())
 
     def expire_coupons(self, now: datetime | None = None) -> list[UUID]:
         """Mark available coupons past their validity as expired."""
-        return sweeper.expire_coupons(self.store, self._transact, now or self.clock.now())
+        return sweeper.expire_coupons(self._due_work, self._transact, now or self.clock.now())
 
     def complete_orders(self, now: datetime | None = None) -> list[UUID]:
         """Complete delivered orders whose after-sales window has passed."""
-        return sweeper.complete_orders(self.store, self._transact, now or self.clock.now())
+        return sweeper.complete_orders(
+            self._due_work, self._transact, now or self.clock.now(), self.settings.after_sales_window
+        )
 
     def sweep(self, now: datetime | None = None) -> dict[str, int]:
         """All time-driven work, once: for a scheduler to call."""
