@@ -4,6 +4,15 @@ A handler is a function ``handler(uow, …)``: it loads aggregates through the u
 work, calls the domain, and adds what it creates; :func:`transact` then saves every
 changed aggregate in one transaction. A handler that lost an optimistic-concurrency
 race is run again from the start, on a fresh unit of work, a bounded number of times.
+
+So is a handler the domain refused on what it read, when another writer has changed
+any of it since (or created what it found missing): aggregates are loaded one by one,
+so a refusal can rest on a torn view, such as a checkout read before a concurrent run of
+the very same request saved it and its stock read after. Run again on fresh state, a
+command with an idempotency key first asks whether its request was done meanwhile and
+answers that first outcome (the same checkout, payment or refund receipt); a refund
+whose units another refund id took is refused as ``RefundRefused``. A refusal on state
+that nobody changed since it was read is final and raised at once.
 """
 
 from __future__ import annotations
@@ -17,13 +26,23 @@ from uuid import UUID
 
 from ecomcore.domain.aggregate import Aggregate
 from ecomcore.domain.catalogue import Catalogue
-from ecomcore.domain.errors import ConcurrencyConflict, NotFound
+from ecomcore.domain.errors import ConcurrencyConflict, DomainError, NotFound
 from ecomcore.infrastructure.settings import Settings
 from ecomcore.infrastructure.store import AggregateNotFound, EventStore, StoreConflict
 
 A = TypeVar("A", bound=Aggregate)
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _no_pause() -> None:
+    return None
+
+
+#: Called once per unit of work, right after its first read from the store. A no-op;
+#: tests replace it (``time.sleep``) to hold an attempt open between its first read and
+#: the rest, so that races with concurrent writers happen on every run.
+after_first_read: Callable[[], None] = _no_pause
 
 
 class UnitOfWork:
@@ -36,9 +55,12 @@ class UnitOfWork:
     def __init__(self, store: EventStore, *, now: datetime, catalogue: Catalogue, settings: Settings) -> None:
         self._store = store
         self._aggregates: dict[UUID, Aggregate] = {}
+        #: The version of every aggregate this attempt read from the store (0: not found).
+        self._read_versions: dict[UUID, int] = {}
         self.now = now
         self.catalogue = catalogue
         self.settings = settings
+        self._read_once = False
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id in self._aggregates:
@@ -47,8 +69,12 @@ class UnitOfWork:
             try:
                 found = self._store.load(aggregate_id)
             except AggregateNotFound:
+                self._read_versions[aggregate_id] = 0
+                self._first_read_done()
                 return None
+            self._read_versions[aggregate_id] = found.version
             self._aggregates[aggregate_id] = found
+            self._first_read_done()
         if not isinstance(found, cls):
             raise NotFound(f"{aggregate_id} is a {type(found).__name__}, not a {cls.__name__}")
         return found
@@ -59,9 +85,19 @@ class UnitOfWork:
             raise NotFound(f"no {what or cls.__name__} with id {aggregate_id}")
         return found
 
+    def _first_read_done(self) -> None:
+        if not self._read_once:
+            self._read_once = True
+            after_first_read()
+
     def add(self, aggregate: A) -> A:
         self._aggregates[aggregate.id] = aggregate
         return aggregate
+
+    def read_has_changed(self) -> bool:
+        """Whether another writer changed (or created) any aggregate this attempt read."""
+        current = self._store.current_version
+        return any(current(aggregate_id) != version for aggregate_id, version in self._read_versions.items())
 
     def commit(self) -> int:
         """Save every changed aggregate in one transaction; returns how many events."""
@@ -82,12 +118,17 @@ def transact(
     """Run ``handler`` on a unit of work from ``begin`` and save what it changed atomically.
 
     On a storage conflict nothing was saved: wait a little (longer each time) and run it
-    again; after ``max_attempts`` raise ``ConcurrencyConflict``.
+    again; after ``max_attempts`` raise ``ConcurrencyConflict``. A ``DomainError`` is
+    raised as it is, unless another writer changed what the attempt read: then the
+    refusal may rest on a torn or outdated view (of a concurrent run of this very
+    request, say), and the handler runs again on fresh state, where it answers the
+    request's first outcome if it was done meanwhile; on the last attempt the refusal
+    is raised.
     """
     for attempt in range(1, max_attempts + 1):
         uow = begin()
-        result = handler(uow, *args, **kwargs)
         try:
+            result = handler(uow, *args, **kwargs)
             uow.commit()
         except StoreConflict as conflict:
             if attempt == max_attempts:
@@ -96,5 +137,9 @@ def transact(
                 ) from conflict
             time.sleep(random.uniform(0, 0.005 * 2**attempt))
             continue
+        except DomainError:
+            if attempt == max_attempts or not uow.read_has_changed():
+                raise
+            continue  # what it read has moved on and settled: look again at once
         return result
     raise AssertionError("unreachable")

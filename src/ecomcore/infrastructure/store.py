@@ -141,6 +141,11 @@ class EventStore(Application[UUID]):
     def load(self, aggregate_id: UUID, version: int | None = None) -> Aggregate:
         return self.repository.get(aggregate_id, version=version, projector_func=project)
 
+    def current_version(self, aggregate_id: UUID) -> int:
+        """The version of the aggregate's latest stored event (0 if it has none), read now."""
+        latest = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+        return latest[0].originator_version if latest else 0
+
     def take_snapshot(self, aggregate_id: UUID, version: int | None = None, projector_func: Any = project) -> None:
         try:
             super().take_snapshot(aggregate_id, version, projector_func)
