@@ -197,19 +197,22 @@ def test_the_same_payment_from_several_processes_answers_one_receipt(store_url):
         shop.close()
 
 
+def _paid_orders(shop: Shop, rounds: int) -> list:
+    """One paid order of two HOT units per round (refunds then race on them)."""
+    order_ids = []
+    for round_ in range(rounds):
+        receipt = shop.checkout(customer_id="alice", items=[{"sku_id": "HOT", "quantity": 2}], shipping_address="x")
+        shop.pay(checkout_id=receipt.checkout_id, payment_id=f"pay-{round_}", amount=receipt.payable, provider_txn="t")
+        order_ids.extend(receipt.order_ids)
+    return order_ids
+
+
 def test_two_refunds_of_the_same_units_at_once_one_wins_the_other_is_refund_refused(store_url):
     """Two refund ids for the same (not yet dispatched) units at once, round after round: exactly one is
     issued, the other is always RefundRefused (refund_refused), never anything else."""
     shop = _shop(store_url, on_hand=50)
     try:
-        order_ids = []
-        for round_ in range(ROUNDS):
-            receipt = shop.checkout(
-                customer_id="alice", items=[{"sku_id": "HOT", "quantity": 2}], shipping_address="x"
-            )
-            shop.pay(checkout_id=receipt.checkout_id, payment_id=f"pay-{round_}", amount=receipt.payable,
-                     provider_txn="t")
-            order_ids.extend(receipt.order_ids)
+        order_ids = _paid_orders(shop, ROUNDS)
         args = {"order_ids": order_ids, "lines": {1: 2}, "refund_id": "re-{round}-{worker}"}
         outcomes = _run("refund", store_url, args, workers=2)
         assert len(outcomes) == 2 * ROUNDS
@@ -229,14 +232,7 @@ def test_the_same_refund_from_two_processes_answers_one_receipt(store_url):
     """The same refund id from 2 processes at once, round after round: both get the refund's receipt, issued once."""
     shop = _shop(store_url, on_hand=50)
     try:
-        order_ids = []
-        for round_ in range(ROUNDS):
-            receipt = shop.checkout(
-                customer_id="alice", items=[{"sku_id": "HOT", "quantity": 2}], shipping_address="x"
-            )
-            shop.pay(checkout_id=receipt.checkout_id, payment_id=f"pay-{round_}", amount=receipt.payable,
-                     provider_txn="t")
-            order_ids.extend(receipt.order_ids)
+        order_ids = _paid_orders(shop, ROUNDS)
         args = {"order_ids": order_ids, "lines": {1: 2}, "refund_id": "re-{round}"}
         outcomes = _run("refund", store_url, args, workers=2)
         assert len(outcomes) == 2 * ROUNDS
