@@ -27,6 +27,27 @@ Parts (``--part NAME``, repeatable; default: all of them):
     history sizes, each in its own child process that reports its own
     ``getrusage(RUSAGE_SELF).ru_maxrss``; the difference is ``rebuild_rss_growth_mb``.
 
+``write``
+    ``checkout_sqlite`` / ``pay_sqlite``: N 2-line checkouts (one merchant, two SKUs), then
+    their N payments, through ``Shop`` on a fresh SQLite store (catalogue and stock set up
+    once, untimed); N = 300 (quick) or 1,000.  Before timing, an untimed capture run looks at
+    the file after every command and records the rows each command wrote (``stored_events``
+    by rowid; every other table, e.g. ``stored_snapshots``, by comparing its content).  The
+    baseline replays exactly those rows (same bytes) into a fresh file with the same schema
+    (copied from ``sqlite_master``) and the same starting content, with ``sqlite3`` (the
+    eventsourcing recorder's driver: autocommit connection, ``BEGIN``, ``executemany``,
+    ``COMMIT``), one transaction per command, with the ``journal_mode`` and ``synchronous``
+    read from the store's own connection.  Subject and baseline alternate (3 runs each, the
+    one going first alternating); the best of each is kept; ratio = subject commands/s over
+    baseline commands/s.
+    ``sweep_growth``: ``Shop.sweep`` with nothing due on a copy of a simulated history of
+    5,000 orders (about 108k events) over one of 500 orders (about 11k); ``--quick``: 1,500
+    (about 32k) over 150 (about 3.2k).  One sweep first (the due-work index catches up),
+    then the best of 5 more, all at the same time (nothing due).
+    ``long_stream``: ``receive_stock`` on a StockItem with 100,000 earlier events (quick:
+    10,000) over a fresh one, each in a newly opened Shop without aggregate cache, median
+    of 7 (the measurement of ``scripts/bench_long_stream.py``).
+
 Sizes: ``--quick`` times a 600-order day and compares RSS at 300 vs 1,500 orders; the
 full run times a 2,000-order day (over 40,000 events) and compares 2,000 vs 10,000.
 Histories come from the demo simulation (``ecomcore.simulation.simulate_trading_day``,
@@ -55,6 +76,7 @@ import os
 import platform
 import re
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,7 +84,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,13 +115,17 @@ MIN_TIMING_EVENTS = 40_000
 
 @dataclass(frozen=True)
 class Target:
-    """A figure or ratio must be ``op`` ``value`` (``op`` is ``>=`` or ``<``)."""
+    """A figure or ratio must be ``op`` ``value``: at least (``>=``), at most (``<=``) or below (``<``)."""
 
-    op: Literal[">=", "<"]
+    op: Literal[">=", "<=", "<"]
     value: float
 
     def met(self, measured: float) -> bool:
-        return measured >= self.value if self.op == ">=" else measured < self.value
+        if self.op == ">=":
+            return measured >= self.value
+        if self.op == "<=":
+            return measured <= self.value
+        return measured < self.value
 
     def __str__(self) -> str:
         return f"{self.op} {self.value:g}"
@@ -110,6 +136,10 @@ DEFAULT_RATIO_TARGET = Target(">=", 0.5)
 #: Targets of figures, and of ratios whose target is not the default.
 TARGETS: dict[str, Target] = {
     "rebuild_rss_growth_mb": Target("<", 20.0),
+    "checkout_sqlite": Target(">=", 0.35),
+    "pay_sqlite": Target(">=", 0.35),
+    "sweep_growth": Target("<=", 1.3),
+    "long_stream": Target("<=", 1.5),
 }
 
 
@@ -490,9 +520,379 @@ def part_projections(ctx: Context) -> tuple[Figures, Ratios]:
     return figures, ratios
 
 
+# --------------------------------------------------------------------------- write part
+
+#: A table's rows, as the plain driver returns them.
+Rows = list[tuple[Any, ...]]
+#: What one command wrote: table name -> rows it added (or replaced).
+Written = dict[str, Rows]
+
+#: The write part's catalogue: one merchant, one warehouse, two SKUs; every checkout buys both.
+WRITE_SKUS = ("BENCH-A", "BENCH-B")
+WRITE_CART = ({"sku_id": "BENCH-A", "quantity": 1}, {"sku_id": "BENCH-B", "quantity": 2})
+
+
+def open_write_shop(path: Path) -> Shop:
+    """A fresh SQLite store with the catalogue set up once and enough stock for every checkout."""
+    url = sqlite_url(path)
+    shop = Shop(url, clock=ManualClock(START), settings=Settings(store_url=url))
+    shop.register_merchant(merchant_id="m1", name="Bench")
+    shop.register_warehouse(warehouse_id="w1", region="east", priority=1)
+    for sku in WRITE_SKUS:
+        shop.register_sku(
+            sku_id=sku, spu_id=f"P-{sku}", merchant_id="m1", category_path=("bench",), brand_id="b",
+            unit_price=1000, weight_g=100, title=sku,
+        )
+        shop.set_up_stock(sku_id=sku, warehouse_id="w1")
+        shop.receive_stock(sku_id=sku, warehouse_id="w1", quantity=1_000_000, reference="bench")
+    return shop
+
+
+def store_durability(shop: Shop) -> tuple[str, int]:
+    """``PRAGMA journal_mode`` and ``synchronous`` as the store's own connection has them."""
+    settings = []
+    with shop.store.recorder.datastore.transaction(commit=False) as cursor:
+        for pragma in ("journal_mode", "synchronous"):
+            cursor.execute(f"PRAGMA {pragma}")
+            settings.append(cursor.fetchone()[0])
+    return str(settings[0]), int(settings[1])
+
+
+class TableWatch:
+    """Reads what was written to a SQLite file between two looks: ``stored_events`` by rowid
+    (append-only), every other table by comparing its whole content (they are small)."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path)
+        self.tables = [
+            name for (name,) in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        self.last_rowid = self._max_rowid()
+        self.contents = {name: self._content(name) for name in self.tables if name != "stored_events"}
+        self.deleted = 0
+
+    def _max_rowid(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM stored_events").fetchone()[0]
+
+    def _content(self, table: str) -> list[tuple[Any, ...]]:
+        return sorted(self.db.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr)
+
+    def everything(self) -> Written:
+        """Every row of every table (the state a run starts from)."""
+        return {name: self.db.execute(f'SELECT * FROM "{name}" ORDER BY rowid').fetchall()
+                if name == "stored_events" else self._content(name) for name in self.tables}
+
+    def written(self) -> Written:
+        """The rows added or replaced since the last look."""
+        found: Written = {}
+        rows = self.db.execute("SELECT * FROM stored_events WHERE rowid > ? ORDER BY rowid", (self.last_rowid,))
+        if events := rows.fetchall():
+            found["stored_events"] = events
+        self.last_rowid = self._max_rowid()
+        new_tables = {
+            name for (name,) in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        } - set(self.tables)
+        if new_tables:
+            log.warning("a command created tables %s: the baseline does not repeat them", sorted(new_tables))
+        for name, before in self.contents.items():
+            after = self._content(name)
+            if after != before:
+                old = set(before)
+                added = [row for row in after if row not in old]
+                self.deleted += max(0, len(before) - len(after))
+                if added:
+                    found[name] = added
+                self.contents[name] = after
+        return found
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@dataclass
+class WriteRuns:
+    """Timed runs of N checkouts then N payments (the subject, or the baseline replaying them)."""
+
+    checkout: list[Run] = field(default_factory=list)
+    pay: list[Run] = field(default_factory=list)
+
+
+def capture_write_commands(workdir: Path, commands: int) -> tuple[Written, list[Written], list[Written], str, int, str]:
+    """An untimed subject run that looks at the file after every command: the starting state,
+    the rows of each checkout and of each payment, the store's durability and its schema."""
+    with fresh_sqlite(workdir, "write-capture") as path:
+        shop = open_write_shop(path)
+        try:
+            journal_mode, synchronous = store_durability(shop)
+            watch = TableWatch(path)
+            try:
+                initial = watch.everything()
+                schema = ";\n".join(
+                    sql for (sql,) in watch.db.execute(
+                        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+                        "ORDER BY type DESC, name")
+                )
+                checkouts, pays, receipts = [], [], []
+                for i in range(commands):
+                    receipts.append(_checkout(shop, i))
+                    checkouts.append(watch.written())
+                for i, receipt in enumerate(receipts):
+                    _pay(shop, i, receipt)
+                    pays.append(watch.written())
+                if watch.deleted:
+                    log.warning("the commands deleted %d rows: the baseline does not repeat deletes", watch.deleted)
+            finally:
+                watch.close()
+        finally:
+            shop.close()
+    return initial, checkouts, pays, journal_mode, synchronous, schema
+
+
+def _checkout(shop: Shop, i: int) -> Any:
+    return shop.checkout(customer_id=f"c{i}", items=list(WRITE_CART), shipping_address=f"address {i}")
+
+
+def _pay(shop: Shop, i: int, receipt: Any) -> Any:
+    return shop.pay(checkout_id=receipt.checkout_id, payment_id=f"pay-{i}", amount=receipt.payable,
+                    provider_txn=f"txn-{i}")
+
+
+def time_write_subject(workdir: Path, commands: int) -> tuple[Run, Run]:
+    """N checkouts, then the N payments, through ``Shop`` on a fresh store; each loop timed."""
+    with fresh_sqlite(workdir, "write-subject") as path:
+        shop = open_write_shop(path)
+        try:
+            gc.collect()
+            started = time.perf_counter()
+            receipts = [_checkout(shop, i) for i in range(commands)]
+            checkout = Run(commands, time.perf_counter() - started)
+            gc.collect()
+            started = time.perf_counter()
+            for i, receipt in enumerate(receipts):
+                _pay(shop, i, receipt)
+            pay = Run(commands, time.perf_counter() - started)
+        finally:
+            shop.close()
+    return checkout, pay
+
+
+def _insert_statement(table: str, row: tuple[Any, ...]) -> str:
+    verb = "INSERT" if table == "stored_events" else "INSERT OR REPLACE"
+    return f'{verb} INTO "{table}" VALUES ({", ".join("?" * len(row))})'
+
+
+def _replay(db: sqlite3.Connection, commands: list[Written]) -> Run:
+    """One transaction per command, the rows it wrote, as the eventsourcing SQLite recorder
+    commits them (autocommit connection, explicit ``BEGIN``, ``executemany``, ``COMMIT``)."""
+    prepared = [[(_insert_statement(t, rows[0]), rows) for t, rows in written.items()] for written in commands]
+    gc.collect()
+    started = time.perf_counter()
+    for statements in prepared:
+        db.execute("BEGIN")
+        for statement, rows in statements:
+            db.executemany(statement, rows)
+        db.execute("COMMIT")
+    return Run(len(commands), time.perf_counter() - started)
+
+
+def time_write_baseline(
+    workdir: Path, schema: str, initial: Written, checkouts: list[Written], pays: list[Written],
+    journal_mode: str, synchronous: int,
+) -> tuple[Run, Run]:
+    """The same rows into the same schema of a fresh file, with the plain driver and the store's durability."""
+    with fresh_sqlite(workdir, "write-baseline") as path:
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA journal_mode={journal_mode}")
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            db.executescript(schema)
+            db.execute("BEGIN")
+            for table, rows in initial.items():
+                if rows:
+                    db.executemany(_insert_statement(table, rows[0]), rows)
+            db.execute("COMMIT")
+            return _replay(db, checkouts), _replay(db, pays)
+        finally:
+            db.close()
+
+
+def _rows_per_command(commands: list[Written]) -> dict[str, float]:
+    tables = sorted({table for written in commands for table in written})
+    return {table: sum(len(written.get(table, ())) for written in commands) / len(commands) for table in tables}
+
+
+def _bytes_per_command(commands: list[Written]) -> float:
+    def size(value: Any) -> int:
+        return len(value) if isinstance(value, bytes | str) else 8
+
+    return sum(size(v) for written in commands for rows in written.values() for row in rows for v in row) / len(
+        commands)
+
+
+def write_commands_sqlite(ctx: Context) -> tuple[Figures, Ratios]:
+    commands = 300 if ctx.quick else 1000
+    repeats = 3
+    log.info("write: capturing what %d checkouts and %d payments store", commands, commands)
+    initial, checkouts, pays, journal_mode, synchronous, schema = capture_write_commands(ctx.workdir, commands)
+    figures: Figures = {
+        "write_commands": commands,
+        "write_repeats": repeats,
+        "write_sqlite_journal_mode": journal_mode,
+        "write_sqlite_synchronous": synchronous,
+    }
+    for label, captured in (("checkout", checkouts), ("pay", pays)):
+        for table, rows in _rows_per_command(captured).items():
+            figures[f"{label}_sqlite_{table}_rows_per_command"] = round(rows, 3)
+        figures[f"{label}_sqlite_bytes_per_command"] = round(_bytes_per_command(captured), 1)
+        log.info("  %s: rows per command %s, %.0f bytes", label, _rows_per_command(captured),
+                 _bytes_per_command(captured))
+    subjects, baselines = WriteRuns(), WriteRuns()
+    for repeat in range(1, repeats + 1):
+        # Alternate which goes first, so neither always runs on a warmer machine.
+        order = ("baseline", "subject") if repeat % 2 else ("subject", "baseline")
+        for which in order:
+            if which == "subject":
+                checkout, pay = time_write_subject(ctx.workdir, commands)
+                runs = subjects
+            else:
+                checkout, pay = time_write_baseline(ctx.workdir, schema, initial, checkouts, pays, journal_mode,
+                                                    synchronous)
+                runs = baselines
+            runs.checkout.append(checkout)
+            runs.pay.append(pay)
+        log.info("run %d/%d checkout: subject %.2f s, baseline %.3f s | pay: subject %.2f s, baseline %.3f s",
+                 repeat, repeats, subjects.checkout[-1].seconds, baselines.checkout[-1].seconds,
+                 subjects.pay[-1].seconds, baselines.pay[-1].seconds)
+    ratios: Ratios = {}
+    for label in ("checkout", "pay"):
+        subject, baseline = best(getattr(subjects, label)), best(getattr(baselines, label))
+        figures |= {
+            f"{label}_sqlite_subject_per_s": round(subject.rate, 1),
+            f"{label}_sqlite_baseline_per_s": round(baseline.rate, 1),
+        }
+        ratios[f"{label}_sqlite"] = round(subject.rate / baseline.rate, 4)
+    return figures, ratios
+
+
+def sweep_growth(ctx: Context) -> tuple[Figures, Ratios]:
+    """A sweep with nothing due on a long history over one on a history a tenth as long."""
+    small_orders, large_orders = (150, 1500) if ctx.quick else (500, 5000)
+    repeats = 5
+    small, large = ctx.histories([small_orders, large_orders])
+    now = START + timedelta(days=9)
+    figures: Figures = {}
+    seconds: dict[str, float] = {}
+    for label, history in (("small", small), ("large", large)):
+        with fresh_sqlite(ctx.workdir, f"sweep-{label}") as path:
+            # The sweep writes: it runs on a copy, the cached history stays as it is.
+            with contextlib.closing(sqlite3.connect(history.path)) as source, \
+                    contextlib.closing(sqlite3.connect(path)) as copy:
+                source.backup(copy)
+            url = sqlite_url(path)
+            shop = Shop(url, clock=ManualClock(now), settings=Settings(store_url=url))
+            try:
+                started = time.perf_counter()
+                first = shop.sweep(now)
+                first_s = time.perf_counter() - started
+                samples = []
+                for _ in range(repeats):
+                    gc.collect()
+                    started = time.perf_counter()
+                    done = shop.sweep(now)
+                    samples.append(time.perf_counter() - started)
+                    if any(done.values()):
+                        log.warning("sweep_growth: a second sweep still found work: %s", done)
+            finally:
+                shop.close()
+        seconds[label] = min(samples)
+        log.info("sweep on %d events: first (catching up) %.3f s, %s; nothing due: %.4f s", history.events,
+                 first_s, first, seconds[label])
+        figures |= {
+            f"sweep_{label}_events": history.events,
+            f"sweep_{label}_first_s": round(first_s, 3),
+            f"sweep_{label}_nothing_due_ms": round(seconds[label] * 1000, 3),
+        }
+    return figures, {"sweep_growth": round(seconds["large"] / seconds["small"], 4)}
+
+
+def _long_stream_shop(url: str, **settings: Any) -> Shop:
+    from ecomcore.infrastructure.catalogue import InMemoryCatalogue
+
+    shop = Shop(url, clock=ManualClock(START), settings=Settings(store_url=url, **settings),
+                catalogue=InMemoryCatalogue())
+    shop.register_merchant(merchant_id="m1", name="Bench")
+    shop.register_warehouse(warehouse_id="w1", region="east", priority=1)
+    for sku in ("BUSY", "FRESH"):
+        shop.register_sku(
+            sku_id=sku, spu_id="P", merchant_id="m1", category_path=("c",), brand_id="b",
+            unit_price=100, weight_g=10, title=sku,
+        )
+    return shop
+
+
+def long_stream(ctx: Context) -> tuple[Figures, Ratios]:
+    """``receive_stock`` on a StockItem with a long history over one on a fresh StockItem, each
+    in a newly opened Shop with no aggregate cache (as scripts/bench_long_stream.py measures)."""
+    from ecomcore.domain.stock_item import StockItem
+
+    events = 10_000 if ctx.quick else 100_000
+    repeats = 7
+    with fresh_sqlite(ctx.workdir, "long-stream") as path:
+        url = sqlite_url(path)
+        started = time.perf_counter()
+        shop = _long_stream_shop(url)
+        try:
+            now = shop.clock.now()
+            item = StockItem.register("BUSY", "w1", now)
+            shop.store.save(item)
+            made = 1
+            while made < events:
+                for _ in range(min(5000, events - made)):
+                    item.receive(1, "bench", now)
+                    made += 1
+                shop.store.save(item)
+            shop.receive_stock(sku_id="FRESH", warehouse_id="w1", quantity=1, reference="bench")
+        finally:
+            shop.close()
+        log.info("long_stream: %d events on one StockItem in %.1f s", events, time.perf_counter() - started)
+        samples: dict[str, list[float]] = {"BUSY": [], "FRESH": []}
+        for _ in range(repeats):
+            for sku in ("FRESH", "BUSY"):
+                shop = _long_stream_shop(url, aggregate_cache_size=0)
+                try:
+                    started = time.perf_counter()
+                    shop.receive_stock(sku_id=sku, warehouse_id="w1", quantity=1, reference="bench")
+                    samples[sku].append(time.perf_counter() - started)
+                finally:
+                    shop.close()
+    fresh, busy = statistics.median(samples["FRESH"]), statistics.median(samples["BUSY"])
+    log.info("long_stream: fresh %.2f ms, busy %.2f ms", fresh * 1000, busy * 1000)
+    figures: Figures = {
+        "long_stream_events": events,
+        "long_stream_fresh_ms": round(fresh * 1000, 3),
+        "long_stream_busy_ms": round(busy * 1000, 3),
+    }
+    return figures, {"long_stream": round(busy / fresh, 4)}
+
+
+def part_write(ctx: Context) -> tuple[Figures, Ratios]:
+    """Checkout and payment on SQLite against plain inserts of the same rows; sweep growth; long streams."""
+    figures: Figures = {}
+    ratios: Ratios = {}
+    for measure in (write_commands_sqlite, sweep_growth, long_stream):
+        found_figures, found_ratios = measure(ctx)
+        figures |= found_figures
+        ratios |= found_ratios
+    return figures, ratios
+
+
 #: Every part, by name, in the order they run.
 PARTS: dict[str, Callable[[Context], tuple[Figures, Ratios]]] = {
     "projections": part_projections,
+    "write": part_write,
 }
 
 
