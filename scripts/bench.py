@@ -46,7 +46,7 @@ Parts (``--part NAME``, repeatable; default: all of them):
     then the best of 5 more, all at the same time (nothing due).
     ``long_stream``: ``receive_stock`` on a StockItem with 100,000 earlier events (quick:
     10,000) over a fresh one, each in a newly opened Shop without aggregate cache, median
-    of 7 (the measurement of ``scripts/bench_long_stream.py``).
+    of 7, each in a newly opened Shop with no aggregate cache.
 
 Sizes: ``--quick`` times a 600-order day and compares RSS at 300 vs 1,500 orders; the
 full run times a 2,000-order day (over 40,000 events) and compares 2,000 vs 10,000.
@@ -835,7 +835,7 @@ def _long_stream_shop(url: str, **settings: Any) -> Shop:
 
 def long_stream(ctx: Context) -> tuple[Figures, Ratios]:
     """``receive_stock`` on a StockItem with a long history over one on a fresh StockItem, each
-    in a newly opened Shop with no aggregate cache (as scripts/bench_long_stream.py measures)."""
+    in a newly opened Shop with no aggregate cache."""
     from ecomcore.domain.stock_item import StockItem
 
     events = 10_000 if ctx.quick else 100_000

@@ -134,3 +134,16 @@ def place_worked_example(shop: Shop):
         shipping_address="1 Tea Road",
     )
     return receipt, merchant_coupon, platform_coupon
+
+
+def hot_sku_shop(url: str, on_hand: int) -> Shop:
+    """A shop selling one SKU, HOT, with ``on_hand`` units in one warehouse (for races on it)."""
+    shop = Shop(url)
+    shop.register_merchant(merchant_id="m1", name="Hot Deals")
+    shop.register_warehouse(warehouse_id="w1", region="east", priority=1)
+    shop.register_sku(
+        sku_id="HOT", spu_id="P1", merchant_id="m1", category_path=("c",), brand_id="b",
+        unit_price=999, weight_g=100, title="Hot item",
+    )
+    shop.receive_stock(sku_id="HOT", warehouse_id="w1", quantity=on_hand, reference="po")
+    return shop

@@ -14,6 +14,7 @@ import threading
 import traceback
 
 import pytest
+from shop_fixtures import hot_sku_shop
 
 from ecomcore import InsufficientStock, Settings, Shop
 
@@ -75,14 +76,7 @@ def _outcomes_of(workers: list, results) -> list[tuple[str, object]]:
 def test_concurrent_checkouts_of_the_last_units_never_oversell(fresh_postgres_url):
     """Several processes check out the last units at once: reservations never exceed stock, refusals are InsufficientStock."""
     url = fresh_postgres_url
-    shop = Shop(url)
-    shop.register_merchant(merchant_id="m1", name="Hot Deals")
-    shop.register_warehouse(warehouse_id="w1", region="east", priority=1)
-    shop.register_sku(
-        sku_id="HOT", spu_id="P1", merchant_id="m1", category_path=("c",), brand_id="b",
-        unit_price=999, weight_g=100, title="Last units",
-    )
-    shop.receive_stock(sku_id="HOT", warehouse_id="w1", quantity=ON_HAND, reference="po")
+    shop = hot_sku_shop(url, ON_HAND)
 
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(WORKERS), ctx.Queue()

@@ -23,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from shop_fixtures import hot_sku_shop
 
 from ecomcore import PLATFORM, CouponState, CouponTerms, Settings, Shop
 from ecomcore.application import unit_of_work
@@ -112,18 +113,6 @@ def _run(job: str, store_url: str, args: dict, workers: int = WORKERS) -> list[t
     return sorted(outcomes, key=lambda o: (o[0], o[1]))
 
 
-def _shop(url: str, on_hand: int) -> Shop:
-    shop = Shop(url)
-    shop.register_merchant(merchant_id="m1", name="Hot Deals")
-    shop.register_warehouse(warehouse_id="w1", region="east", priority=1)
-    shop.register_sku(
-        sku_id="HOT", spu_id="P1", merchant_id="m1", category_path=("c",), brand_id="b",
-        unit_price=999, weight_g=100, title="Hot item",
-    )
-    shop.receive_stock(sku_id="HOT", warehouse_id="w1", quantity=on_hand, reference="po")
-    return shop
-
-
 def _platform_coupon(shop: Shop, customer_id: str):
     now = shop.clock.now()
     from datetime import timedelta
@@ -145,7 +134,7 @@ def test_the_same_checkout_request_from_several_processes_answers_one_receipt(st
     quantity = 3
     # "stock": exactly the units asked for, so a second reservation would not fit;
     # "coupon": plenty of stock, but the coupon can be locked once.
-    shop = _shop(store_url, on_hand=quantity if contended == "stock" else 50)
+    shop = hot_sku_shop(store_url, on_hand=quantity if contended == "stock" else 50)
     args: dict[str, Any] = {
         "customer_id": "alice", "items": [{"sku_id": "HOT", "quantity": quantity}], "shipping_address": "x",
         "client_request_id": "req-1",
@@ -175,7 +164,7 @@ def test_the_same_checkout_request_from_several_processes_answers_one_receipt(st
 
 def test_the_same_payment_from_several_processes_answers_one_receipt(store_url):
     """The same payment_id from 4 processes at once: every caller gets the payment's receipt, recorded once."""
-    shop = _shop(store_url, on_hand=10)
+    shop = hot_sku_shop(store_url, on_hand=10)
     try:
         receipt = shop.checkout(customer_id="alice", items=[{"sku_id": "HOT", "quantity": 2}], shipping_address="x")
         args = {"checkout_id": receipt.checkout_id, "payment_id": "pay-1", "amount": receipt.payable,
@@ -210,7 +199,7 @@ def _paid_orders(shop: Shop, rounds: int) -> list:
 def test_two_refunds_of_the_same_units_at_once_one_wins_the_other_is_refund_refused(store_url):
     """Two refund ids for the same (not yet dispatched) units at once, round after round: exactly one is
     issued, the other is always RefundRefused (refund_refused), never anything else."""
-    shop = _shop(store_url, on_hand=50)
+    shop = hot_sku_shop(store_url, on_hand=50)
     try:
         order_ids = _paid_orders(shop, ROUNDS)
         args = {"order_ids": order_ids, "lines": {1: 2}, "refund_id": "re-{round}-{worker}"}
@@ -230,7 +219,7 @@ def test_two_refunds_of_the_same_units_at_once_one_wins_the_other_is_refund_refu
 
 def test_the_same_refund_from_two_processes_answers_one_receipt(store_url):
     """The same refund id from 2 processes at once, round after round: both get the refund's receipt, issued once."""
-    shop = _shop(store_url, on_hand=50)
+    shop = hot_sku_shop(store_url, on_hand=50)
     try:
         order_ids = _paid_orders(shop, ROUNDS)
         args = {"order_ids": order_ids, "lines": {1: 2}, "refund_id": "re-{round}"}
