@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue
 import threading
+import time
 import traceback
 
 import pytest
@@ -98,6 +99,77 @@ def test_concurrent_checkouts_of_the_last_units_never_oversell(fresh_postgres_ur
     shop.close()
 
 
+FLASH_BUYERS, FLASH_ROUNDS, FLASH_UNITS = 8, 4, 20
+
+
+def _flash_buy(store_url: str, worker: int, barrier, results) -> None:
+    """A buyer process with the default settings: checks out one unit, pays, again."""
+    try:
+        from ecomcore import ConcurrencyConflict
+        from ecomcore.domain.stock_item import StockItem
+
+        # Every reservation dwells between reading the stock item and saving it, so that
+        # buyers overlap every time (racing, they would mostly lose: 8 writers at once).
+        reserve = StockItem.reserve
+
+        def slow_reserve(self, *args, **kwargs):
+            reserve(self, *args, **kwargs)
+            time.sleep(0.02)
+
+        StockItem.reserve = slow_reserve  # type: ignore[method-assign]
+        shop = Shop(store_url)
+        try:
+            barrier.wait(timeout=60)
+            for n in range(FLASH_ROUNDS):
+                try:
+                    receipt = shop.checkout(
+                        customer_id=f"buyer-{worker}", items=[{"sku_id": "HOT", "quantity": 1}],
+                        shipping_address="x", client_request_id=f"flash-{worker}-{n}",
+                    )
+                    shop.pay(checkout_id=receipt.checkout_id, payment_id=f"flash-{worker}-{n}",
+                             amount=receipt.payable, provider_txn="t")
+                    results.put(("sold", worker))
+                except InsufficientStock:
+                    results.put(("refused", worker))
+                except ConcurrencyConflict:
+                    results.put(("conflict", worker))
+        finally:
+            shop.close()
+    except BaseException:  # reported to the test, which fails on it
+        results.put(("error", f"worker {worker}:\n{traceback.format_exc()}"))
+        raise
+    finally:
+        results.put(("finished", worker))
+
+
+@pytest.mark.slow
+def test_a_flash_sale_sells_every_unit_once_and_hands_nobody_a_conflict(fresh_postgres_url):
+    """More buyers than units, one SKU, many processes, default settings: the units sold are
+    exactly the units there, every other buyer is told InsufficientStock, and no buyer is
+    handed ConcurrencyConflict (writers of the stock item take turns, issue 10 item 5)."""
+    url = fresh_postgres_url
+    shop = hot_sku_shop(url, FLASH_UNITS)
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(FLASH_BUYERS), ctx.Queue()
+    workers = [ctx.Process(target=_flash_buy, args=(url, n, barrier, results)) for n in range(FLASH_BUYERS)]
+    for process in workers:
+        process.start()
+    outcomes = _outcomes_of(workers, results)
+
+    errors = [detail for kind, detail in outcomes if kind == "error"]
+    assert errors == [], "\n".join(map(str, errors))
+    assert [process.exitcode for process in workers] == [0] * FLASH_BUYERS
+    kinds = [kind for kind, _ in outcomes]
+    assert len(kinds) == FLASH_BUYERS * FLASH_ROUNDS
+    assert kinds.count("conflict") == 0
+    assert kinds.count("sold") == FLASH_UNITS
+    assert kinds.count("refused") == FLASH_BUYERS * FLASH_ROUNDS - FLASH_UNITS
+    item = shop.stock_item("HOT", "w1")
+    assert item.on_hand == FLASH_UNITS and item.available(shop.clock.now()) == 0
+    assert len(item.reservations) == FLASH_UNITS and all(r.confirmed for r in item.reservations.values())
+    shop.close()
+
+
 @pytest.mark.slow
 def test_orders_of_one_checkout_refunded_at_once_still_return_the_platform_coupon(fresh_postgres_url):
     """Two shops fully refund the two orders of a checkout at the same moment: neither misses the other's
@@ -150,3 +222,47 @@ def test_orders_of_one_checkout_refunded_at_once_still_return_the_platform_coupo
     finally:
         for shop in (setup, *shops):
             shop.close()
+
+
+def test_two_checkouts_locking_two_items_in_opposite_orders_both_go_through(fresh_postgres_url, monkeypatch):
+    """One cart is X then Y, the other Y then X, both at once: a command only waits for its
+    first lock and steps back when a further one is taken, so neither waits on the other
+    for ever (PostgreSQL would end such a deadlock with an error after a second)."""
+    from ecomcore.infrastructure import locks
+
+    url = fresh_postgres_url
+    setup = hot_sku_shop(url, 10)
+    setup.register_sku(
+        sku_id="HOT2", spu_id="P2", merchant_id="m1", category_path=("c",), brand_id="b",
+        unit_price=500, weight_g=100, title="Second hot item",
+    )
+    setup.receive_stock(sku_id="HOT2", warehouse_id="w1", quantity=10, reference="po")
+    both_hold_one, first = threading.Barrier(2), threading.local()
+    lock = locks.AdvisoryLocks.lock
+
+    def lock_then_wait_for_the_other(self, aggregate_id):
+        lock(self, aggregate_id)
+        if not getattr(first, "done", False):
+            first.done = True
+            both_hold_one.wait(timeout=10)  # each thread's first lock: both now hold one item
+
+    monkeypatch.setattr(locks.AdvisoryLocks, "lock", lock_then_wait_for_the_other)
+    errors, receipts = [], []
+
+    def buy(items) -> None:
+        try:
+            with Shop(url) as shop:
+                receipts.append(shop.checkout(customer_id="c", items=items, shipping_address="x"))
+        except BaseException:  # asserted below
+            errors.append(traceback.format_exc())
+
+    carts = ([{"sku_id": "HOT", "quantity": 1}, {"sku_id": "HOT2", "quantity": 1}],
+             [{"sku_id": "HOT2", "quantity": 1}, {"sku_id": "HOT", "quantity": 1}])
+    threads = [threading.Thread(target=buy, args=(cart,)) for cart in carts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and len(receipts) == 2
+    assert setup.available("HOT", "w1") == setup.available("HOT2", "w1") == 8
+    setup.close()

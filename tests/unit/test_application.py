@@ -100,6 +100,9 @@ class _FakeStore:
             raise StoreConflict("another writer got there first")
         return list(aggregates)
 
+    def give_back(self, aggregates: Any) -> None:
+        pass
+
 
 class _Changed:
     id = "a"

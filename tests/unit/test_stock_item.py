@@ -9,12 +9,13 @@ from uuid import UUID, uuid5
 import pytest
 from events import an_event, assert_events
 from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from strategies import T0, stock_commands
 
 from ecomcore.domain.aggregate import Snapshot, project
 from ecomcore.domain.errors import DomainError, EcomcoreError, IllegalTransition, InsufficientStock
-from ecomcore.domain.stock_item import ReleaseReason, StockItem, stock_item_id
+from ecomcore.domain.stock_item import ReleaseReason, Reservation, Reservations, StockItem, stock_item_id
 
 ORDER_A = UUID("00000000-0000-4000-8000-00000000000a")
 ORDER_B = UUID("00000000-0000-4000-8000-00000000000b")
@@ -744,3 +745,65 @@ def test_write_off_return_of_non_positive_quantity_records_nothing(quantity: int
     with pytest.raises((ValidationError, EcomcoreError)):
         stock.write_off_return(ORDER_A, quantity, "damaged", T0)
     assert stock.collect_events() == []
+
+
+# ------------------------------------------------------------------ running totals of reservations
+
+
+def _brute_force_reserved(held: dict[UUID, Any], now: Any) -> int:
+    return sum(r.quantity for r in held.values() if r.confirmed or r.expires_at > now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([ORDER_A, ORDER_B, ORDER_C]),
+            st.one_of(st.none(), st.integers(1, 5)),  # None: remove
+            st.booleans(),  # confirmed
+            st.integers(-3, 3),  # expiry in hours from T0
+            st.integers(-4, 4),  # when to ask, in hours from T0
+        ),
+        max_size=25,
+    )
+)
+def test_reserved_units_kept_as_running_totals_equal_the_sum_over_every_reservation(steps) -> None:
+    """However reservations come, change, confirm, expire and go, the units held at any moment
+    are the confirmed ones plus the unconfirmed ones not yet expired."""
+    reservations = Reservations()
+    model: dict[UUID, Reservation] = {}
+    for order_id, quantity, confirmed, expiry, asked in steps:
+        if quantity is None:
+            reservations.remove(order_id)
+            model.pop(order_id, None)
+        else:
+            held = Reservation(
+                quantity=quantity, expires_at=None if confirmed else T0 + expiry * HOUR, confirmed=confirmed
+            )
+            reservations.set(order_id, held)
+            model[order_id] = held
+        for hours in (asked, asked + 1, -5, 5):
+            assert reservations.reserved(T0 + hours * HOUR) == _brute_force_reserved(model, T0 + hours * HOUR)
+        assert dict(reservations) == model
+
+
+def test_a_checkout_costs_the_same_whatever_the_number_of_paid_orders_holding_units() -> None:
+    """Availability does not look at each confirmed reservation: a paid order's units are
+    counted in a running total (issue 10: cost growing with open reservations)."""
+    stock = item(on_hand=1000)
+    for n in range(200):
+        order = uuid5(ORDER_A, str(n))
+        stock.reserve(order, 1, T0 + HOUR, T0)
+        stock.confirm(order, T0)
+    looked_at = []
+
+    class Watching(Reservation):
+        def is_active(self, now):  # type: ignore[no-untyped-def]
+            looked_at.append(now)
+            return super().is_active(now)
+
+    stock.reservations.set(ORDER_B, Watching(quantity=5, expires_at=T0 + HOUR))
+    assert stock.available(T0) == 1000 - 200 - 5
+    assert looked_at == []  # nothing expired yet: the totals answer alone
+    assert stock.available(T0 + 2 * HOUR) == 1000 - 200  # expired, not yet released
+    assert len(looked_at) == 1  # only the unconfirmed one was looked at

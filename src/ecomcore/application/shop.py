@@ -9,6 +9,7 @@ as they are now, or as they were at a version.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
@@ -92,8 +93,14 @@ class Shop:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _unit_of_work(self, now: datetime | None = None) -> UnitOfWork:
-        return UnitOfWork(self.store, now=now or self.clock.now(), catalogue=self.catalogue, settings=self.settings)
+    def _unit_of_work(self, now: datetime | None = None, *, command: bool = True) -> UnitOfWork:
+        return UnitOfWork(
+            self.store,
+            now=now or self.clock.now(),
+            catalogue=self.catalogue.current(),
+            settings=self.settings,
+            locks=self.store.locks() if command else None,
+        )
 
     def _transact(self, handler: Callable[Concatenate[UnitOfWork, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
         return transact(self._unit_of_work, self.settings.max_attempts, handler, *args, **kwargs)
@@ -102,9 +109,18 @@ class Shop:
         """Validate the command from its fields, then run its handler in a transaction."""
         return self._transact(handler, validated(command_type, **fields))
 
+    def _read(self, query: Callable[[UnitOfWork], R], now: datetime | None = None) -> R:
+        """Run a query on the store as it is now; what it borrowed goes back to the cache."""
+        uow = self._unit_of_work(now, command=False)
+        try:
+            return query(uow)
+        finally:
+            uow.end()
+
     def _load(self, cls: type[Aggregate], aggregate_id: UUID, version: int | None = None) -> Any:
         if version is None:
-            return self._unit_of_work().get(cls, aggregate_id)
+            # The caller gets a copy: the cached aggregate stays the next command's.
+            return self._read(lambda uow: copy.deepcopy(uow.get(cls, aggregate_id)))
         found = self.store.load(aggregate_id, version=version)
         if not isinstance(found, cls):
             raise NotFound(f"{aggregate_id} is not a {cls.__name__}")
@@ -184,7 +200,7 @@ class Shop:
 
     def available(self, sku_id: str, warehouse_id: str | None = None) -> int:
         """Units that can be reserved now, in one warehouse or over all of them."""
-        return stock.available(self._unit_of_work(), sku_id, warehouse_id)
+        return self._read(lambda uow: stock.available(uow, sku_id, warehouse_id))
 
     # ------------------------------------------------------------------ coupons
 
@@ -223,7 +239,7 @@ class Shop:
         to ``checkout`` to use them.
         """
         query = validated(cmd.RecommendCoupons, customer_id=customer_id, items=tuple(cart))
-        return coupons.recommend_coupons(self._unit_of_work(now), query, self._coupon_owners)
+        return self._read(lambda uow: coupons.recommend_coupons(uow, query, self._coupon_owners), now)
 
     def coupon_ids_of(self, customer_id: str) -> list[UUID]:
         """Every coupon ever issued to a customer, oldest first."""

@@ -25,10 +25,11 @@ from typing import Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 from ecomcore.domain.aggregate import Aggregate
-from ecomcore.domain.catalogue import Catalogue
+from ecomcore.domain.catalogue import CatalogueReader
 from ecomcore.domain.errors import ConcurrencyConflict, DomainError, NotFound
+from ecomcore.infrastructure.locks import Locks
 from ecomcore.infrastructure.settings import Settings
-from ecomcore.infrastructure.store import AggregateNotFound, EventStore, StoreConflict
+from ecomcore.infrastructure.store import EventStore, StoreConflict
 
 A = TypeVar("A", bound=Aggregate)
 P = ParamSpec("P")
@@ -52,8 +53,18 @@ class UnitOfWork:
     the catalogue, and the shop's settings.
     """
 
-    def __init__(self, store: EventStore, *, now: datetime, catalogue: Catalogue, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        now: datetime,
+        catalogue: CatalogueReader,
+        settings: Settings,
+        locks: Locks | None = None,
+    ) -> None:
         self._store = store
+        #: A command's: it locks a contended aggregate before it reads it. (None: a query.)
+        self._locks = locks
         self._aggregates: dict[UUID, Aggregate] = {}
         #: The version of every aggregate this attempt read from the store (0: not found).
         self._read_versions: dict[UUID, int] = {}
@@ -61,20 +72,25 @@ class UnitOfWork:
         self.catalogue = catalogue
         self.settings = settings
         self._read_once = False
+        self._committed = False
+        self._unsaved: set[UUID] = set()
 
     def find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         if aggregate_id in self._aggregates:
             found = self._aggregates[aggregate_id]
+        elif aggregate_id in self._read_versions:
+            return None  # read before and not found
         else:
-            try:
-                found = self._store.load(aggregate_id)
-            except AggregateNotFound:
+            if cls.contended and self._locks is not None:
+                self._locks.lock(aggregate_id)
+            borrowed = self._store.borrow(cls, aggregate_id)
+            self._first_read_done()
+            if borrowed is None:
                 self._read_versions[aggregate_id] = 0
-                self._first_read_done()
                 return None
+            found = borrowed
             self._read_versions[aggregate_id] = found.version
             self._aggregates[aggregate_id] = found
-            self._first_read_done()
         if not isinstance(found, cls):
             raise NotFound(f"{aggregate_id} is a {type(found).__name__}, not a {cls.__name__}")
         return found
@@ -103,9 +119,31 @@ class UnitOfWork:
         """Save every changed aggregate in one transaction; returns how many events."""
         changed = [a for a in self._aggregates.values() if a.has_pending_events]
         if not changed:
+            self._committed = True
             return 0
+        # Saving takes the pending events off the aggregates before it writes them: if it
+        # fails, these hold changes the store never got.
+        self._unsaved = {a.id for a in changed}
         recordings = self._store.save(*changed)
+        self._committed = True
         return len(recordings)
+
+    def end(self, *, keep_unchanged: bool = True) -> None:
+        """Hand what this attempt borrowed back to the store's cache: everything after a
+        commit; after a failure only what the attempt left unchanged, or (after an error
+        that may have struck in the middle of a change) nothing."""
+        aggregates, self._aggregates = self._aggregates, {}
+        try:
+            if not self._committed and not keep_unchanged:
+                return
+            if not self._committed:
+                aggregates = {
+                    i: a for i, a in aggregates.items() if i not in self._unsaved and not a.has_pending_events
+                }
+            self._store.give_back(aggregates.values())
+        finally:
+            if self._locks is not None:
+                self._locks.release()
 
 
 def transact(
@@ -131,6 +169,7 @@ def transact(
             result = handler(uow, *args, **kwargs)
             uow.commit()
         except StoreConflict as conflict:
+            uow.end()
             if attempt == max_attempts:
                 raise ConcurrencyConflict(
                     f"gave up after {max_attempts} attempts: other writers kept changing the same records"
@@ -138,8 +177,15 @@ def transact(
             time.sleep(random.uniform(0, 0.005 * 2**attempt))
             continue
         except DomainError:
-            if attempt == max_attempts or not uow.read_has_changed():
+            # Asked while the attempt still holds its locks: what it locked cannot have moved.
+            final = attempt == max_attempts or not uow.read_has_changed()
+            uow.end()
+            if final:
                 raise
             continue  # what it read has moved on and settled: look again at once
+        except BaseException:
+            uow.end(keep_unchanged=False)
+            raise
+        uow.end()
         return result
     raise AssertionError("unreachable")

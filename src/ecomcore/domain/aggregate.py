@@ -82,6 +82,9 @@ class Aggregate:
     """Base of every aggregate: identity, version, pending events, replay."""
 
     _handlers: ClassVar[dict[type[DomainEvent], Callable[[Any, Any], None]]] = {}
+    #: Many commands change it at once (a SKU on sale, a campaign handing out coupons):
+    #: its writers take turns rather than race (``ecomcore.infrastructure.locks``).
+    contended: ClassVar[bool] = False
 
     def __init__(self, id: UUID) -> None:
         self.id = id

@@ -44,6 +44,8 @@ class Validity(Value):
 
 
 class CouponCampaign(Aggregate):
+    contended = True  # every customer claiming a coupon of the campaign counts on it
+
     class Created(DomainEvent):
         name: str
         terms: CouponTerms

@@ -12,6 +12,7 @@ only the passing of time (an expiry) lifted it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -48,7 +49,72 @@ class Reservation(Value):
         return self.confirmed or (self.expires_at is not None and self.expires_at > now)
 
 
+class Reservations(Mapping[UUID, Reservation]):
+    """The units held for each order, with running totals so that availability costs the
+    same however many orders hold units.
+
+    Confirmed units always count. Unconfirmed units count until their expiry: while no
+    expiry has passed (``now`` before the earliest one), all of them count, and that is a
+    sum kept as they change; only when some have expired but nobody released them yet
+    (the sweeper will) are the unconfirmed ones looked at one by one.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[UUID, Reservation] = {}
+        self._unconfirmed: dict[UUID, Reservation] = {}
+        self._confirmed_units = 0
+        self._unconfirmed_units = 0
+        #: No unconfirmed reservation expires before this (None: there are none).
+        self._earliest_expiry: datetime | None = None
+
+    def __getitem__(self, order_id: UUID) -> Reservation:
+        return self._held[order_id]
+
+    def __iter__(self) -> Iterator[UUID]:
+        return iter(self._held)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __repr__(self) -> str:
+        return f"Reservations({self._held!r})"
+
+    def reserved(self, now: datetime) -> int:
+        """Units held at ``now``: every confirmed one, and every unconfirmed one not expired."""
+        if self._earliest_expiry is None or now < self._earliest_expiry:
+            return self._confirmed_units + self._unconfirmed_units
+        return self._confirmed_units + sum(r.quantity for r in self._unconfirmed.values() if r.is_active(now))
+
+    def set(self, order_id: UUID, reservation: Reservation) -> None:
+        """Hold ``reservation`` for the order, in place of what it held before."""
+        self.remove(order_id)
+        self._held[order_id] = reservation
+        if reservation.confirmed:
+            self._confirmed_units += reservation.quantity
+        else:
+            self._unconfirmed[order_id] = reservation
+            self._unconfirmed_units += reservation.quantity
+            if reservation.expires_at is not None and (
+                self._earliest_expiry is None or reservation.expires_at < self._earliest_expiry
+            ):
+                self._earliest_expiry = reservation.expires_at
+
+    def remove(self, order_id: UUID) -> None:
+        held = self._held.pop(order_id, None)
+        if held is None:
+            return
+        if held.confirmed:
+            self._confirmed_units -= held.quantity
+        else:
+            del self._unconfirmed[order_id]
+            self._unconfirmed_units -= held.quantity
+            if not self._unconfirmed_units:
+                self._earliest_expiry = None  # (else it stays a lower bound)
+
+
 class StockItem(Aggregate):
+    contended = True  # every buyer of the SKU reserves on it
+
     class Registered(DomainEvent):
         sku_id: str
         warehouse_id: str
@@ -116,7 +182,7 @@ class StockItem(Aggregate):
         self.sku_id = ""
         self.warehouse_id = ""
         self.on_hand = 0
-        self.reservations: dict[UUID, Reservation] = {}
+        self.reservations = Reservations()
         self.safety_stock = 0
         self.reorder_quantity = 0
         self.low_stock_flagged = False
@@ -124,7 +190,7 @@ class StockItem(Aggregate):
     # -- queries -----------------------------------------------------------------
 
     def reserved(self, now: datetime) -> int:
-        return sum(r.quantity for r in self.reservations.values() if r.is_active(now))
+        return self.reservations.reserved(now)
 
     def available(self, now: datetime) -> int:
         return self.on_hand - self.reserved(now)
@@ -310,7 +376,7 @@ class StockItem(Aggregate):
 
     @applies(Reserved)
     def _reserved(self, e: Reserved) -> None:
-        self.reservations[e.order_id] = Reservation(quantity=e.quantity, expires_at=e.expires_at)
+        self.reservations.set(e.order_id, Reservation(quantity=e.quantity, expires_at=e.expires_at))
 
     @applies(ReservationReleased)
     def _released(self, e: ReservationReleased) -> None:
@@ -319,7 +385,7 @@ class StockItem(Aggregate):
     @applies(ReservationConfirmed)
     def _confirmed(self, e: ReservationConfirmed) -> None:
         held = self.reservations[e.order_id]
-        self.reservations[e.order_id] = Reservation(quantity=held.quantity, expires_at=None, confirmed=True)
+        self.reservations.set(e.order_id, Reservation(quantity=held.quantity, expires_at=None, confirmed=True))
 
     @applies(Dispatched)
     def _dispatched(self, e: Dispatched) -> None:
@@ -358,9 +424,9 @@ class StockItem(Aggregate):
         held = self.reservations[order_id]
         left = held.quantity - quantity
         if left > 0:
-            self.reservations[order_id] = held.model_copy(update={"quantity": left})
+            self.reservations.set(order_id, held.model_copy(update={"quantity": left}))
         else:
-            del self.reservations[order_id]
+            self.reservations.remove(order_id)
 
     # -- snapshots (a busy item has a long stream) ----------------------------------
 
@@ -380,7 +446,9 @@ class StockItem(Aggregate):
         self.sku_id = state["sku_id"]
         self.warehouse_id = state["warehouse_id"]
         self.on_hand = state["on_hand"]
-        self.reservations = {UUID(k): Reservation.model_validate(v) for k, v in state["reservations"].items()}
+        self.reservations = Reservations()
+        for order_id, reservation in state["reservations"].items():
+            self.reservations.set(UUID(order_id), Reservation.model_validate(reservation))
         self.safety_stock = state["safety_stock"]
         self.reorder_quantity = state["reorder_quantity"]
         self.low_stock_flagged = state["low_stock_flagged"]

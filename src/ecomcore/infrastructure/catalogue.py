@@ -4,6 +4,11 @@ for tests) and an SQL one (SQLite or PostgreSQL).
 Catalogue data is reference data, not history: adding a value with an id that is
 already known replaces it.  Each value is stored as the columns we look it up or
 filter by plus its pydantic JSON in ``data``, so new fields need no migration.
+
+Commands read the catalogue through ``current()``: one query for the catalogue's version
+(a counter every change raises in its own transaction), then answers from this process's
+memory for whatever was looked up before at that version; a change by any process
+empties that memory at the next command.
 """
 
 from __future__ import annotations
@@ -14,11 +19,24 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, Text, create_engine, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from ecomcore.domain.catalogue import Catalogue, Merchant, Promotion, Sku, Warehouse
+from ecomcore.domain.catalogue import Catalogue, CatalogueReader, Merchant, Promotion, Sku, Warehouse
 from ecomcore.infrastructure.store import StoreUrlError, is_memory
 
 __all__ = ["InMemoryCatalogue", "SqlCatalogue", "open_catalogue", "sqlalchemy_url"]
@@ -73,6 +91,9 @@ class InMemoryCatalogue:
     def promotions(self, merchant_id: str) -> list[Promotion]:
         return _by_start(p for p in self._promotions.values() if p.terms.merchant_id == merchant_id)
 
+    def current(self) -> CatalogueReader:
+        return self  # nothing to read: it is all in memory
+
 
 _metadata = MetaData()
 _skus = Table(
@@ -97,6 +118,14 @@ _promotions = Table(
     Column("promotion_id", String(64), primary_key=True),
     Column("merchant_id", String(64), nullable=False, index=True),
     Column("data", Text, nullable=False),
+)
+
+
+#: One row (id 1): raised by every change to the catalogue, in the change's transaction.
+_version = Table(
+    "catalogue_version", _metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", BigInteger, nullable=False),
 )
 
 
@@ -128,6 +157,7 @@ class SqlCatalogue:
         self._insert = sqlite.insert if is_sqlite else postgresql.insert
         self._tables_ready = False
         self._lock = threading.Lock()
+        self._remembered = _Remembered(self, version=-1)
 
     def dispose(self) -> None:
         self._engine.dispose()
@@ -164,6 +194,17 @@ class SqlCatalogue:
     def promotions(self, merchant_id: str) -> list[Promotion]:
         return _by_start(self._all(Promotion, _promotions, _promotions.c.merchant_id == merchant_id))
 
+    def current(self) -> CatalogueReader:
+        self._ensure_tables()
+        with self._engine.connect() as connection:
+            # One statement, no transaction around it (no BEGIN, no ROLLBACK).
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            version = connection.execute(select(_version.c.version)).scalar_one_or_none() or 0
+        with self._lock:
+            if self._remembered.version != version:
+                self._remembered = _Remembered(self, version)
+            return self._remembered
+
     # ------------------------------------------------------------------ plumbing
 
     def _ensure_tables(self) -> None:
@@ -191,6 +232,7 @@ class SqlCatalogue:
         )
         with self._engine.begin() as connection:
             connection.execute(statement)
+            _raise_version(connection, self._insert)
 
     def _one(self, model: type[M], table: Table, where: Any) -> M | None:
         self._ensure_tables()
@@ -203,6 +245,59 @@ class SqlCatalogue:
         with self._engine.connect() as connection:
             rows = connection.execute(select(table.c.data).where(*where)).scalars().all()
         return [model.model_validate_json(data) for data in rows]
+
+
+def _raise_version(connection: Connection, insert: Any) -> None:
+    raised = connection.execute(update(_version).where(_version.c.id == 1).values(version=_version.c.version + 1))
+    if not raised.rowcount:
+        # The first change (or the first since an older release made the tables).
+        connection.execute(insert(_version).values(id=1, version=1).on_conflict_do_update(
+            index_elements=["id"], set_={"version": _version.c.version + 1}))
+
+
+_MISSING: Any = object()
+
+
+class _Remembered:
+    """What was looked up at one version of an SQL catalogue, kept while it is current.
+
+    Values are frozen, so one process's commands share them; a lookup that misses asks
+    the database once and remembers the answer, a missing id too.
+    """
+
+    def __init__(self, catalogue: SqlCatalogue, version: int) -> None:
+        self.version = version
+        self._catalogue = catalogue
+        self._skus: dict[str, Sku | None] = {}
+        self._warehouse_list: list[Warehouse] | None = None
+        self._merchants: dict[str, Merchant | None] = {}
+        self._promotions: dict[str, list[Promotion]] = {}
+
+    def sku(self, sku_id: str) -> Sku | None:
+        found = self._skus.get(sku_id, _MISSING)
+        if found is _MISSING:
+            found = self._skus[sku_id] = self._catalogue.sku(sku_id)
+        return found
+
+    def warehouses(self) -> list[Warehouse]:
+        if self._warehouse_list is None:
+            self._warehouse_list = self._catalogue.warehouses()
+        return list(self._warehouse_list)
+
+    def warehouse(self, warehouse_id: str) -> Warehouse | None:
+        return next((w for w in self.warehouses() if w.warehouse_id == warehouse_id), None)
+
+    def merchant(self, merchant_id: str) -> Merchant | None:
+        found = self._merchants.get(merchant_id, _MISSING)
+        if found is _MISSING:
+            found = self._merchants[merchant_id] = self._catalogue.merchant(merchant_id)
+        return found
+
+    def promotions(self, merchant_id: str) -> list[Promotion]:
+        found = self._promotions.get(merchant_id)
+        if found is None:
+            found = self._promotions[merchant_id] = self._catalogue.promotions(merchant_id)
+        return list(found)
 
 
 def open_catalogue(url: str | None) -> Catalogue:

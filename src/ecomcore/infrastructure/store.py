@@ -9,8 +9,11 @@ empty and is gone when it is closed — for tests and trials, not for data you k
 from __future__ import annotations
 
 import random
+import threading
 import time
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
@@ -18,8 +21,9 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import DatabaseError, IntegrityError
 from eventsourcing.utils import Environment, get_topic
 
-from ecomcore.domain.aggregate import Aggregate, Snapshot, project
+from ecomcore.domain.aggregate import Aggregate, DomainEvent, Snapshot, project
 from ecomcore.domain.errors import EcomcoreError
+from ecomcore.infrastructure.locks import AdvisoryLocks, Locks, NoLocks
 from ecomcore.infrastructure.settings import Settings
 
 #: The in-memory store: one per ``EventStore`` (so per ``Shop``), never shared.
@@ -34,6 +38,9 @@ MEMORY_URL = "memory://"
 StoreConflict = IntegrityError
 #: ``EventStore.load`` found no aggregate with that id (at that version).
 AggregateNotFound = AggregateNotFoundError
+
+
+A = TypeVar("A", bound=Aggregate)
 
 
 def topic_of(cls: type) -> str:
@@ -89,6 +96,47 @@ def is_postgres(url: str) -> bool:
 _SCHEMA_ATTEMPTS = 5
 
 
+def _crossed(version: int, saved: int, interval: int) -> bool:
+    """Whether saving up to ``saved`` events that end at ``version`` passed a multiple of ``interval``."""
+    return version // interval > max(0, version - saved) // interval
+
+
+class AggregateCache:
+    """Aggregates as this process last saved or loaded them, lent out one borrower at a time.
+
+    ``take`` removes the aggregate, so two commands running at once in one process never
+    share an object (the second loads its own from the store), and nothing is copied: the
+    borrower hands it back after a save, or unchanged after a refusal, with ``put``. An
+    aggregate a failed command changed is never handed back, so it cannot spoil the cache.
+    Least recently used aggregates make room for new ones beyond ``maxsize``.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._maxsize = maxsize
+        self._aggregates: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, aggregate_id: UUID) -> Aggregate | None:
+        with self._lock:
+            return self._aggregates.pop(aggregate_id, None)
+
+    def put(self, aggregate: Aggregate) -> None:
+        if self._maxsize <= 0 or aggregate.has_pending_events:
+            return
+        with self._lock:
+            self._aggregates[aggregate.id] = aggregate
+            self._aggregates.move_to_end(aggregate.id)
+            while len(self._aggregates) > self._maxsize:
+                self._aggregates.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._aggregates.clear()
+
+    def __len__(self) -> int:
+        return len(self._aggregates)
+
+
 class EventStore(Application[UUID]):
     """Records aggregates' events atomically and loads aggregates (snapshots + cache)."""
 
@@ -100,6 +148,10 @@ class EventStore(Application[UUID]):
         # The library declares these on the class; ours depend on each store's settings.
         self.snapshotting_intervals = {cls: settings.snapshot_interval for cls in snapshotting}  # type: ignore[misc]
         self.snapshotting_projectors = {cls: project for cls in snapshotting}  # type: ignore[misc]
+        #: The library's own cache deep-copies every aggregate it hands out (a long
+        #: StockItem costs more to copy than to save); ours lends them instead.
+        self.cache = AggregateCache(settings.aggregate_cache_size)
+        self._takes_locks = is_postgres(settings.store_url)
         for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
             try:
                 super().__init__()
@@ -124,27 +176,81 @@ class EventStore(Application[UUID]):
             MAPPER_TOPIC="ecomcore.infrastructure.mapper:PydanticMapper",
             CREATE_TABLE="y",
             IS_SNAPSHOTTING_ENABLED="y",
-            AGGREGATE_CACHE_MAXSIZE=str(s.aggregate_cache_size) if s.aggregate_cache_size else "",
             SQLITE_LOCK_TIMEOUT=str(s.sqlite_lock_timeout_s),
             POSTGRES_POOL_SIZE=str(s.postgres_pool_size),
             POSTGRES_LOCK_TIMEOUT="30",
             POSTGRES_CONNECT_TIMEOUT=str(s.postgres_connect_timeout_s),
-            # A pooled connection that a server restart broke is dropped, not handed out.
-            POSTGRES_PRE_PING="y",
+            # No pre-ping: it costs a round trip each time a connection leaves the pool
+            # (five in a checkout). A connection a server restart broke fails its first
+            # statement instead, and the recorder tries again on another.
         )
         if s.cipher_key:
             values.update(CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=s.cipher_key)
-        if not s.aggregate_cache_size:
-            del values["AGGREGATE_CACHE_MAXSIZE"]
         return Environment(name, values)
 
+    def locks(self) -> Locks:
+        """Locks for one attempt at one command, so writers of a contended aggregate take turns."""
+        if self._takes_locks:
+            return AdvisoryLocks(self.recorder.datastore.pool)  # type: ignore[attr-defined]
+        return NoLocks()
+
     def load(self, aggregate_id: UUID, version: int | None = None) -> Aggregate:
+        """The aggregate rebuilt from the store (its latest snapshot, if any, and the events
+        after it), as it is now or as it was at ``version``; a new object, the caller's own."""
         return self.repository.get(aggregate_id, version=version, projector_func=project)
+
+    def borrow(self, cls: type[A], aggregate_id: UUID) -> Aggregate | None:
+        """The aggregate as it is now, for one command: ``None`` if it does not exist.
+
+        From the cache when this process has it, brought up to date with the events other
+        writers stored since (one query); else rebuilt from the store, asking for a snapshot
+        only when ``cls`` takes snapshots. Hand it back with ``give_back``. The result may be
+        of another class than ``cls`` when the id names another aggregate.
+        """
+        aggregate = self.cache.take(aggregate_id)
+        if aggregate is not None:
+            return project(aggregate, self._events_after(aggregate_id, aggregate.version))
+        gt: int | None = None
+        start: Aggregate | None = None
+        if cls in self.snapshotting_intervals and self.snapshots is not None:
+            for snapshot in self.snapshots.get(aggregate_id, desc=True, limit=1):
+                start = snapshot.restore()  # type: ignore[attr-defined]
+                gt = snapshot.originator_version
+        return project(start, self._events_after(aggregate_id, gt))
+
+    def _events_after(self, aggregate_id: UUID, version: int | None) -> Iterator[DomainEvent]:
+        return cast("Iterator[DomainEvent]", self.events.get(aggregate_id, gt=version))
+
+    def give_back(self, aggregates: Iterable[Aggregate]) -> None:
+        """Return borrowed aggregates to the cache: saved, or unchanged (no pending events)."""
+        for aggregate in aggregates:
+            self.cache.put(aggregate)
 
     def current_version(self, aggregate_id: UUID) -> int:
         """The version of the aggregate's latest stored event (0 if it has none), read now."""
         latest = self.recorder.select_events(aggregate_id, desc=True, limit=1)
         return latest[0].originator_version if latest else 0
+
+    def save(self, *aggregates: Aggregate, **kwargs: Any) -> list[Any]:  # type: ignore[override]
+        """Store the aggregates' pending events in one transaction (all or nothing).
+
+        The library's ``save`` also checks each object against its protocols and, for a
+        snapshot, loads the aggregate again from the store; the aggregates here are at hand.
+        """
+        pending = [(aggregate, aggregate.collect_events()) for aggregate in aggregates]
+        recordings = self.events.put([event for _, events in pending for event in events])
+        for aggregate, events in pending:
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval and _crossed(aggregate.version, len(events), interval):
+                self._snapshot(aggregate)
+        return recordings
+
+    def _snapshot(self, aggregate: Aggregate) -> None:
+        assert self.snapshots is not None
+        try:
+            self.snapshots.put([Snapshot.take(aggregate)])
+        except IntegrityError:
+            pass  # another process stored the same version's snapshot first: the same state
 
     def take_snapshot(self, aggregate_id: UUID, version: int | None = None, projector_func: Any = project) -> None:
         try:

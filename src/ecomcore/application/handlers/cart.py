@@ -8,7 +8,7 @@ from datetime import datetime
 
 from ecomcore.application.commands import CartItem
 from ecomcore.application.handlers.catalogue import known_merchant, known_sku
-from ecomcore.domain.catalogue import Catalogue, Sku
+from ecomcore.domain.catalogue import CatalogueReader, Sku
 from ecomcore.domain.pricing import CouponSlots, MerchantCart, PricedItem, best_promotion
 
 
@@ -20,7 +20,7 @@ class SplitCart:
     by_merchant: dict[str, list[Sku]]
 
     @classmethod
-    def of(cls, catalogue: Catalogue, items: Iterable[CartItem]) -> SplitCart:
+    def of(cls, catalogue: CatalogueReader, items: Iterable[CartItem]) -> SplitCart:
         quantities: dict[str, int] = {}
         for item in items:
             quantities[item.sku_id] = quantities.get(item.sku_id, 0) + item.quantity
@@ -34,7 +34,7 @@ class SplitCart:
         """Units by SKU of each merchant's order, in the cart's order of merchants."""
         return [{sku.sku_id: self.quantities[sku.sku_id] for sku in skus} for skus in self.by_merchant.values()]
 
-    def priced(self, catalogue: Catalogue, coupons: CouponSlots, now: datetime) -> list[MerchantCart]:
+    def priced(self, catalogue: CatalogueReader, coupons: CouponSlots, now: datetime) -> list[MerchantCart]:
         """Each merchant's cart with its best promotion now, its coupon and its freight."""
         carts = []
         for merchant_id, merchant_skus in self.by_merchant.items():

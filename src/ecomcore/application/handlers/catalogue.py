@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from ecomcore.domain.catalogue import Catalogue, Merchant, Promotion, Sku, Warehouse
+from ecomcore.domain.catalogue import Catalogue, CatalogueReader, Merchant, Promotion, Sku, Warehouse
 from ecomcore.domain.errors import NotFound, PromotionConflict
 
 T = TypeVar("T")
@@ -45,15 +45,15 @@ def add_promotion(catalogue: Catalogue, promotion: Promotion) -> Promotion:
     return promotion
 
 
-def known_sku(catalogue: Catalogue, sku_id: str) -> Sku:
+def known_sku(catalogue: CatalogueReader, sku_id: str) -> Sku:
     return _found(catalogue.sku(sku_id), f"sku {sku_id} is not in the catalogue")
 
 
-def known_warehouse(catalogue: Catalogue, warehouse_id: str) -> Warehouse:
+def known_warehouse(catalogue: CatalogueReader, warehouse_id: str) -> Warehouse:
     return _found(catalogue.warehouse(warehouse_id), f"warehouse {warehouse_id} is not registered")
 
 
-def known_merchant(catalogue: Catalogue, merchant_id: str) -> Merchant:
+def known_merchant(catalogue: CatalogueReader, merchant_id: str) -> Merchant:
     return _found(catalogue.merchant(merchant_id), f"merchant {merchant_id} is not registered")
 
 

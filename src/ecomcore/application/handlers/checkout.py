@@ -14,7 +14,7 @@ from ecomcore.application.handlers.stock import allocated_stock
 from ecomcore.application.receipts import CheckoutReceipt
 from ecomcore.application.unit_of_work import UnitOfWork
 from ecomcore.domain.allocation import Allocation, allocate
-from ecomcore.domain.catalogue import Catalogue, Warehouse
+from ecomcore.domain.catalogue import CatalogueReader, Warehouse
 from ecomcore.domain.checkout import CancelReason, Checkout, checkout_id_for_request
 from ecomcore.domain.coupon import Coupon, CouponState
 from ecomcore.domain.errors import NotFound
@@ -138,7 +138,7 @@ def _coupon_slots(uow: UnitOfWork, c: PlaceCheckout, merchants: set[str]) -> Cou
 
 
 def _order_lines(
-    catalogue: Catalogue, order_price: OrderPrice, cart: SplitCart, allocations: dict[str, tuple[Allocation, ...]]
+    catalogue: CatalogueReader, order_price: OrderPrice, cart: SplitCart, allocations: dict[str, tuple[Allocation, ...]]
 ) -> tuple[OrderLine, ...]:
     return tuple(
         OrderLine(
