@@ -34,12 +34,14 @@ def place_checkout(uow: UnitOfWork, c: PlaceCheckout) -> CheckoutReceipt:
         return CheckoutReceipt.of(existing)
     now = uow.now
     deadline = now + uow.settings.payment_timeout
-    allocations = _allocate(uow, cart, warehouses)
     coupons = _coupon_slots(uow, c, set(cart.by_merchant))
     price = price_checkout(cart.priced(uow.catalogue, coupons, now), coupons.platform)
     # One payment settles the checkout, and no amount may exceed MAX_AMOUNT; this also
     # bounds freight, which the inputs alone do not (see ecomcore.domain.values).
     require_amount_within("the checkout's payable", price.payable)
+    # Stock last: on PostgreSQL a busy stock item is locked from here to the commit
+    # (ecomcore.infrastructure.locks), so the pricing above stays outside that window.
+    allocations = _allocate(uow, cart, warehouses)
     order_ids = tuple(order_id_for(checkout_id, merchant_id) for merchant_id in cart.by_merchant)
     for order_id, order_price in zip(order_ids, price.orders, strict=True):
         lines = _order_lines(uow.catalogue, order_price, cart, allocations)

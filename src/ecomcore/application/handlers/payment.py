@@ -27,11 +27,13 @@ def pay_checkout(uow: UnitOfWork, c: PayCheckout) -> PaymentReceipt:
     checkout.mark_paid(c.payment_id, c.amount, c.provider_txn, now)
     for order in orders:
         order.pay(c.payment_id, order.payable, c.provider_txn, now)
-        for stock, _ in allocated_stock(uow, order.lines):
-            stock.confirm(order.id, now)
         _plan_shipments(uow, order)
     for coupon_id in checkout.coupon_ids:
         uow.get(Coupon, coupon_id).redeem(checkout.id, now)
+    # Stock last: a busy stock item is locked from its read to the commit (PostgreSQL).
+    for order in orders:
+        for stock, _ in allocated_stock(uow, order.lines):
+            stock.confirm(order.id, now)
     return PaymentReceipt.of(checkout, orders, c.payment_id)
 
 
