@@ -158,8 +158,16 @@ class SqlCatalogue:
         self._tables_ready = False
         self._lock = threading.Lock()
         self._remembered = _Remembered(self, version=-1)
+        self._is_sqlite = is_sqlite
+        #: Each thread's own connection for reading the version (one statement a command).
+        self._version_readers = threading.local()
+        self._reader_connections: list[Any] = []
 
     def dispose(self) -> None:
+        with self._lock:
+            readers, self._reader_connections = self._reader_connections, []
+        for connection in readers:
+            connection.close()
         self._engine.dispose()
 
     def add_sku(self, sku: Sku) -> None:
@@ -196,16 +204,44 @@ class SqlCatalogue:
 
     def current(self) -> CatalogueReader:
         self._ensure_tables()
-        with self._engine.connect() as connection:
-            # One statement, no transaction around it (no BEGIN, no ROLLBACK).
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            version = connection.execute(select(_version.c.version)).scalar_one_or_none() or 0
+        version = self._version()
         with self._lock:
             if self._remembered.version != version:
                 self._remembered = _Remembered(self, version)
             return self._remembered
 
     # ------------------------------------------------------------------ plumbing
+
+    def _version(self) -> int:
+        """The catalogue's version now: one statement, outside any transaction, on a
+        connection this thread keeps (SQLAlchemy's own checkout and reset cost more
+        than the query; this runs once per command)."""
+        for attempt in (1, 2):
+            reader = getattr(self._version_readers, "connection", None)
+            if reader is None:
+                reader = self._engine.raw_connection()
+                if not self._is_sqlite:
+                    reader.driver_connection.autocommit = True  # type: ignore[union-attr]
+                self._version_readers.connection = reader
+                with self._lock:
+                    self._reader_connections.append(reader)
+            cursor = reader.cursor()
+            try:
+                cursor.execute("SELECT version FROM catalogue_version WHERE id = 1")
+                row = cursor.fetchone()
+                return int(row[0]) if row else 0
+            except self._engine.dialect.loaded_dbapi.Error:
+                # A connection a server restart broke: drop it, once try a new one.
+                self._version_readers.connection = None
+                with self._lock:
+                    if reader in self._reader_connections:
+                        self._reader_connections.remove(reader)
+                reader.invalidate()
+                if attempt == 2:
+                    raise
+            finally:
+                cursor.close()
+        raise AssertionError("unreachable")
 
     def _ensure_tables(self) -> None:
         if self._tables_ready:
