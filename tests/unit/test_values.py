@@ -39,6 +39,9 @@ from ecomcore.domain.values import (
     LINE_MAX_LENGTH,
     MAX_CART_LINES,
     MAX_MOMENT,
+    MAX_PROMOTION_TIERS,
+    MAX_SCOPE_IDS,
+    MAX_VALIDITY_DAYS,
     MIN_MOMENT,
     PROSE_MAX_LENGTH,
     BoundedAmount,
@@ -331,6 +334,44 @@ NUMBER_CASES: dict[str, Callable[[Shop, Ids], Any]] = {
         "alice", [{"sku_id": "S1", "quantity": MAX_QUANTITY}, {"sku_id": "S1", "quantity": 1}]),
     "refund_only.units": lambda s, i: s.refund_only(
         order_id=i.order_id, refund_id="r-1", lines={1: MAX_QUANTITY + 1}, reason="r"),
+    # Issue 11: days_from_issue=10**10 made every later issue_coupon raise OverflowError.
+    "create_campaign.validity.days_from_issue": lambda s, i: s.create_campaign(
+        name="c", terms={"kind": "cash", "amount_off": 1}, claim_starts_at=START,
+        claim_ends_at=START + timedelta(days=1), validity={"days_from_issue": MAX_VALIDITY_DAYS + 1},
+        total_quantity=10),
+    # Naive validity made sweep raise TypeError for the whole store.
+    "create_campaign.validity naive": lambda s, i: s.create_campaign(
+        name="c", terms={"kind": "cash", "amount_off": 1}, claim_starts_at=START,
+        claim_ends_at=START + timedelta(days=1),
+        validity={"valid_from": datetime(2026, 11, 1), "valid_until": datetime(2026, 12, 1)}, total_quantity=10),
+    "create_campaign.validity beyond the last moment": lambda s, i: s.create_campaign(
+        name="c", terms={"kind": "cash", "amount_off": 1}, claim_starts_at=START,
+        claim_ends_at=START + timedelta(days=1),
+        validity={"valid_from": START, "valid_until": MAX_MOMENT}, total_quantity=10),
+    "create_campaign.claim naive": lambda s, i: s.create_campaign(
+        name="c", terms={"kind": "cash", "amount_off": 1}, claim_starts_at=datetime(2026, 11, 1),
+        claim_ends_at=datetime(2026, 12, 1), validity={"days_from_issue": 7}, total_quantity=10),
+    "create_campaign.scope ids": lambda s, i: s.create_campaign(
+        name="c", terms={"kind": "cash", "amount_off": 1,
+                         "scope": {"sku_ids": [f"S{n}" for n in range(MAX_SCOPE_IDS + 1)]}},
+        claim_starts_at=START, claim_ends_at=START + timedelta(days=1), validity={"days_from_issue": 7},
+        total_quantity=10),
+    "create_campaign.scope id with a NUL": lambda s, i: s.create_campaign(
+        name="c", terms={"kind": "cash", "amount_off": 1, "scope": {"brand_ids": ["b\x00"]}},
+        claim_starts_at=START, claim_ends_at=START + timedelta(days=1), validity={"days_from_issue": 7},
+        total_quantity=10),
+    # Naive promotion dates made every later checkout of the merchant's goods raise TypeError.
+    "add_promotion naive": lambda s, i: s.add_promotion(
+        promotion_id="promo", terms={"merchant_id": "m1", "tiers": [{"threshold": 1, "amount_off": 1}]},
+        starts_at=datetime(2026, 11, 1), ends_at=datetime(2026, 12, 1)),
+    "add_promotion.tiers": lambda s, i: s.add_promotion(
+        promotion_id="promo", terms={"merchant_id": "m1", "tiers": [
+            {"threshold": n + 1, "amount_off": 1} for n in range(MAX_PROMOTION_TIERS + 1)]},
+        **in_the_window()),
+    "add_promotion.scope ids": lambda s, i: s.add_promotion(
+        promotion_id="promo", terms={"merchant_id": "m1", "tiers": [{"threshold": 1, "amount_off": 1}],
+                                     "scope": {"excluded_sku_ids": ["x" * 65]}},
+        **in_the_window()),
     # Converting these to UTC overflowed a read model's datetime column.
     "update_tracking.occurred_at latest": lambda s, i: s.update_tracking(
         shipment_id=i.shipment_id, occurred_at=datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
@@ -462,3 +503,12 @@ def test_a_line_recorded_from_a_catalogue_sku_equals_itself_read_back() -> None:
     )
     assert type(line.sku) is RecordedSku
     assert OrderLine.model_validate_json(line.model_dump_json()) == line
+
+
+def test_a_campaign_recorded_with_any_number_of_days_still_issues_coupons() -> None:
+    """History may hold a validity of any length (campaigns were once unbounded): issuing
+    from it ends the coupon's window at the calendar's end instead of overflowing."""
+    from ecomcore.domain.coupon import Validity
+
+    start, end = Validity(days_from_issue=10**10).window(START)
+    assert start == START and end.year == 9999

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ecomcore.domain.catalogue import Id
+from ecomcore.domain.catalogue import Id, require_scope_bounded
 from ecomcore.domain.checkout import CancelReason
 from ecomcore.domain.coupon import IssueChannel, Validity
 from ecomcore.domain.errors import InvalidCommand
@@ -25,6 +25,7 @@ from ecomcore.domain.values import (
     MAX_AMOUNT,
     MAX_CART_LINES,
     MAX_QUANTITY,
+    MAX_VALIDITY_DAYS,
     BoundedAmount,
     Line,
     Moment,
@@ -33,6 +34,7 @@ from ecomcore.domain.values import (
     SingleLineText,
     StockQuantity,
     Value,
+    require_moment,
 )
 
 V = TypeVar("V", bound=BaseModel)
@@ -50,17 +52,29 @@ TrackingStatus = Annotated[str, Field(min_length=1, max_length=64), SingleLineTe
 TrackingLocation = Annotated[str, Field(max_length=LINE_MAX_LENGTH), SingleLineText]
 
 
-def _coupon_amounts_bounded(terms: CouponTerms) -> CouponTerms:
+def _coupon_terms_bounded(terms: CouponTerms) -> CouponTerms:
     """Coupon events record the terms unbounded (history must load): bound them here."""
     for name in ("amount_off", "threshold", "cap"):
         value = getattr(terms, name)
         if value is not None and value > MAX_AMOUNT:
             raise ValueError(f"{name} must be at most {MAX_AMOUNT}, got {value}")
+    require_scope_bounded(terms.scope)
     return terms
 
 
-#: Coupon terms a new campaign may have: every amount at most ``MAX_AMOUNT``.
-CampaignTerms = Annotated[CouponTerms, AfterValidator(_coupon_amounts_bounded)]
+def _validity_bounded(validity: Validity) -> Validity:
+    """Campaign events record the validity as given then (history must load): bound it here."""
+    require_moment("valid_from", validity.valid_from)
+    require_moment("valid_until", validity.valid_until)
+    if validity.days_from_issue is not None and validity.days_from_issue > MAX_VALIDITY_DAYS:
+        raise ValueError(f"days_from_issue must be at most {MAX_VALIDITY_DAYS}, got {validity.days_from_issue}")
+    return validity
+
+
+#: Coupon terms a new campaign may have: every amount at most ``MAX_AMOUNT``, scopes bounded.
+CampaignTerms = Annotated[CouponTerms, AfterValidator(_coupon_terms_bounded)]
+#: A new campaign's validity: aware moments within the bounds, at most ``MAX_VALIDITY_DAYS``.
+CampaignValidity = Annotated[Validity, AfterValidator(_validity_bounded)]
 
 
 class Command(Value):
@@ -112,9 +126,9 @@ class WriteOffStock(Command):
 class CreateCampaign(Command):
     name: Line
     terms: CampaignTerms
-    claim_starts_at: AwareDatetime
-    claim_ends_at: AwareDatetime
-    validity: Validity
+    claim_starts_at: Moment
+    claim_ends_at: Moment
+    validity: CampaignValidity
     total_quantity: Quantity
     per_customer_limit: Quantity = 1
     campaign_id: UUID | None = None

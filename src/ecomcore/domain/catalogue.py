@@ -6,16 +6,40 @@ catalogue as it is today.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Protocol
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from ecomcore.domain.money import Amount
 from ecomcore.domain.pricing import FreightTemplate, PromotionTerms
-from ecomcore.domain.values import Line, UnitPrice, UnitWeight, Value
+from ecomcore.domain.pricing.terms import Scope
+from ecomcore.domain.values import MAX_PROMOTION_TIERS, MAX_SCOPE_IDS, Line, Moment, UnitPrice, UnitWeight, Value
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+def require_scope_bounded(scope: Scope) -> None:
+    """Refuse (``ValueError``, for a validator) a scope listing more than ``MAX_SCOPE_IDS``
+    ids in one list, or an id that is not an ``Id``. Coupon events record scopes as they
+    were given (history must load), so new ones are bounded here."""
+    for name, ids in scope:
+        if len(ids) > MAX_SCOPE_IDS:
+            raise ValueError(f"scope.{name} lists {len(ids)} ids; at most {MAX_SCOPE_IDS}")
+        for found in ids:
+            if not isinstance(found, str) or not _ID_PATTERN.match(found):
+                raise ValueError(f"scope.{name} holds {found!r}, which is not an id (1-64 of A-Z a-z 0-9 . _ : -)")
+
+
+def _promotion_terms_bounded(terms: PromotionTerms) -> PromotionTerms:
+    if len(terms.tiers) > MAX_PROMOTION_TIERS:
+        raise ValueError(f"a promotion has at most {MAX_PROMOTION_TIERS} tiers, got {len(terms.tiers)}")
+    if not _ID_PATTERN.match(terms.merchant_id):
+        raise ValueError(f"merchant_id {terms.merchant_id!r} is not an id")
+    require_scope_bounded(terms.scope)
+    return terms
 
 
 class RecordedSku(Value):
@@ -68,9 +92,9 @@ class Promotion(Value):
     """A merchant's automatic promotion (满减) over a time window."""
 
     promotion_id: Id
-    terms: PromotionTerms
-    starts_at: datetime
-    ends_at: datetime
+    terms: Annotated[PromotionTerms, AfterValidator(_promotion_terms_bounded)]
+    starts_at: Moment
+    ends_at: Moment
 
     @model_validator(mode="after")
     def _window(self) -> Promotion:

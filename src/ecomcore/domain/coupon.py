@@ -39,7 +39,10 @@ class Validity(Value):
 
     def window(self, issued_at: datetime) -> tuple[datetime, datetime]:
         if self.days_from_issue is not None:
-            return issued_at, issued_at + timedelta(days=self.days_from_issue)
+            # History may hold any number of days (new campaigns are bounded): a window
+            # past the calendar's end ends there rather than overflowing.
+            room = (datetime.max.replace(tzinfo=issued_at.tzinfo) - issued_at).days - 1
+            return issued_at, issued_at + timedelta(days=min(self.days_from_issue, room))
         return self.valid_from, self.valid_until  # type: ignore[return-value]
 
 

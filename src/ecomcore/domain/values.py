@@ -55,9 +55,12 @@ __all__ = [
     "MAX_AMOUNT",
     "MAX_CART_LINES",
     "MAX_MOMENT",
+    "MAX_PROMOTION_TIERS",
     "MAX_QUANTITY",
+    "MAX_SCOPE_IDS",
     "MAX_STOCK_QUANTITY",
     "MAX_UNIT_PRICE",
+    "MAX_VALIDITY_DAYS",
     "MAX_WEIGHT_G",
     "MIN_MOMENT",
     "PROSE_MAX_LENGTH",
@@ -74,6 +77,7 @@ __all__ = [
     "UnitWeight",
     "Value",
     "require_amount_within",
+    "require_moment",
 ]
 
 
@@ -98,6 +102,12 @@ MAX_STOCK_QUANTITY = 10**9
 MAX_WEIGHT_G = 10**7
 #: Items in one cart, hence lines in one checkout.
 MAX_CART_LINES = 200
+#: Ids one coupon's or promotion's scope may list, per list (SKUs, SPUs, categories, …).
+MAX_SCOPE_IDS = 1_000
+#: Tiers of one promotion.
+MAX_PROMOTION_TIERS = 20
+#: Days a coupon may stay valid after it is issued (ten years).
+MAX_VALIDITY_DAYS = 3_660
 
 #: A non-negative amount in minor units, at most ``MAX_AMOUNT``.
 BoundedAmount = Annotated[int, Field(ge=0, le=MAX_AMOUNT, strict=True)]
@@ -136,6 +146,19 @@ def _within_moments(moment: datetime) -> datetime:
 
 #: A timezone-aware moment between ``MIN_MOMENT`` and ``MAX_MOMENT``.
 Moment = Annotated[AwareDatetime, AfterValidator(_within_moments)]
+
+
+def require_moment(what: str, moment: datetime | None) -> None:
+    """Refuse a moment inside a value that history also records loosely (``ValueError``,
+    for a validator): it must be timezone-aware and between the bounds."""
+    if moment is None:
+        return
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{what} must carry its timezone (an aware datetime)")
+    try:
+        _within_moments(moment)
+    except ValueError as error:
+        raise ValueError(f"{what} {error}") from None
 
 
 # --------------------------------------------------------------------------- text
