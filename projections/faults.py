@@ -12,7 +12,6 @@ import random
 import sqlite3
 from dataclasses import dataclass, field
 
-import psycopg
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 from sqlalchemy.exc import DBAPIError
@@ -25,10 +24,22 @@ from ecomcore import EcomcoreError
 #: "no such table", are not transient).
 _SQLITE_TRANSIENT = ("locked", "busy", "disk i/o error", "unable to open database")
 
-try:  # psycopg_pool is what the eventsourcing PostgreSQL recorder pools connections with.
-    from psycopg_pool import PoolTimeout
-except ImportError:  # pragma: no cover - psycopg_pool ships with eventsourcing[postgres]
-    PoolTimeout = TimeoutError  # type: ignore[misc,assignment]
+#: psycopg's connection faults (and its pool's time-out), which waiting out can cure.  The
+#: driver comes with the ``postgres`` extra: a SQLite-only install has none, and then no
+#: error can be one of them.
+_PSYCOPG_TRANSIENT: tuple[type[BaseException], ...] = ()
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - the package installed without the postgres extra
+    pass
+else:
+    _PSYCOPG_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+    try:  # psycopg_pool is what the eventsourcing PostgreSQL recorder pools connections with.
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # pragma: no cover - psycopg_pool ships with the postgres extra
+        pass
+    else:
+        _PSYCOPG_TRANSIENT = (*_PSYCOPG_TRANSIENT, PoolTimeout)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -54,8 +65,8 @@ def _is_transient_one(error: BaseException) -> bool:
         original = error.orig
         if isinstance(original, sqlite3.OperationalError):
             return _sqlite_says_wait(original)
-        return isinstance(original, (psycopg.OperationalError, psycopg.InterfaceError))
-    if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)):
+        return isinstance(original, _PSYCOPG_TRANSIENT)
+    if isinstance(error, _PSYCOPG_TRANSIENT):
         return True
     if isinstance(error, (StoreOperationalError, StoreInterfaceError)):
         cause = error.__cause__
