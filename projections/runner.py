@@ -9,6 +9,12 @@ Workers keep going: a transient fault (the database restarting, a dropped connec
 SQLite busy) is logged and retried with capped exponential back-off, resuming from the
 stored position; an event a projection cannot apply stops it, naming the event.
 
+Nothing is skipped unseen: each projection reads only its own topics, and for every
+stretch it reads, the database also lists the stretch's distinct topics; an event whose
+topic names no event class this code knows (written by a newer ecomcore, or tampered with)
+stops it like an event it cannot decode, with ``ProjectionFailed`` naming the notification
+(its cause a ``StoreCorrupted``).
+
 The runner polls the log in large batches.  It does not rely on LISTEN/NOTIFY: the
 ``eventsourcing`` recorders do not send it unless database functions are enabled,
 which loses tracking rows in 9.5.6.
@@ -32,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
+from ecomcore import StoreCorrupted
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.renames import former_topics
 from ecomcore.infrastructure.store import EventStore
@@ -252,6 +259,7 @@ class Projector:
                 return applied
             batch = recorder.select_notifications(current + 1, self.batch_size, stop=stop, topics=target.topics)
             done = len(batch) < self.batch_size
+            self._refuse_unknown_topics(key, current + 1, stop if done else batch[-1].id)
             applied += self._apply_in(conn, target, self._decode(key, batch), advance_to=stop if done else None)
 
     def _catch_up(
@@ -279,6 +287,8 @@ class Projector:
                 else []
             )
             done = len(batch) < self.batch_size
+            if start <= end:
+                self._refuse_unknown_topics(key, start, end if done else batch[-1].id)
             try:
                 count = self.apply(key, batch, advance_to=end if done else None)
             except PositionMoved:
@@ -311,6 +321,17 @@ class Projector:
         events = self._decode(key, notifications)
         with self.read_models.engine.begin() as conn:
             return self._apply_in(conn, target, events, advance_to=advance_to)
+
+    def _refuse_unknown_topics(self, key: str, start: int, stop: int) -> None:
+        """Raise ``ProjectionFailed`` naming the first notification of the stretch whose topic
+        names no event class: the projection reads only its own topics, and such an event
+        (written by a newer ecomcore, or tampered with) might be one it should handle."""
+        unknown = self.store.first_unknown_topic(start, stop)
+        if unknown is not None:
+            try:
+                self.store.event_class_of(unknown)
+            except StoreCorrupted as error:
+                raise ProjectionFailed(self._targets[key].projection.name, unknown.id, None, error) from error
 
     def _decode(self, key: str, notifications: Sequence[Notification]) -> list[tuple[int, DomainEvent]]:
         events = []

@@ -4,6 +4,9 @@
     shop = Shop("sqlite:///shop.sqlite")
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from ecomcore.application.commands import CartItem
 from ecomcore.application.receipts import CheckoutReceipt, PaymentReceipt, RefundReceipt
 from ecomcore.application.shop import Shop
@@ -22,6 +25,7 @@ from ecomcore.domain.errors import (
     AlreadyExists,
     AmountTooLarge,
     CampaignRefused,
+    CipherKeyMismatch,
     ConcurrencyConflict,
     CouponNotUsable,
     DomainError,
@@ -34,6 +38,9 @@ from ecomcore.domain.errors import (
     PromotionConflict,
     RefundRefused,
     ReturnRefused,
+    StoreCorrupted,
+    StoreError,
+    StoreUnavailable,
 )
 from ecomcore.domain.order import OrderState, RefundStatus
 from ecomcore.domain.pricing import (
@@ -57,7 +64,13 @@ from ecomcore.domain.values import (
 from ecomcore.infrastructure.clock import Clock, ManualClock, SystemClock
 from ecomcore.infrastructure.settings import Settings
 
+try:
+    __version__ = _version("ecomcore")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
+    "__version__",
     "MAX_AMOUNT",
     "MAX_QUANTITY",
     "MAX_STOCK_QUANTITY",
@@ -70,6 +83,7 @@ __all__ = [
     "CancelReason",
     "CartItem",
     "CheckoutReceipt",
+    "CipherKeyMismatch",
     "Clock",
     "ConcurrencyConflict",
     "CouponKind",
@@ -109,6 +123,9 @@ __all__ = [
     "ShipmentState",
     "Shop",
     "Sku",
+    "StoreCorrupted",
+    "StoreError",
+    "StoreUnavailable",
     "SystemClock",
     "Validity",
     "Warehouse",

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from ecomcore.application import commands as cmd
 from ecomcore.application.commands import CartItem, validated
 from ecomcore.application.handlers import after_sales, catalogue, checkout, coupons, payment, shipping, stock, sweeper
+from ecomcore.application.queries import AggregateId, Id, MaybeId, MaybeMoment, MaybeVersion, checked
 from ecomcore.application.receipts import CheckoutReceipt, PaymentReceipt, RefundReceipt
 from ecomcore.application.unit_of_work import UnitOfWork, transact
 from ecomcore.domain.after_sales import RefundableSummary, RefundRecord, ReturnCase
@@ -39,7 +40,7 @@ from ecomcore.infrastructure.clock import Clock, SystemClock
 from ecomcore.infrastructure.due_work import DueWork
 from ecomcore.infrastructure.log_index import CouponOwners
 from ecomcore.infrastructure.settings import Settings
-from ecomcore.infrastructure.store import EventStore
+from ecomcore.infrastructure.store import EventStore, store_errors
 
 #: A command or a catalogue value.
 M = TypeVar("M", bound=BaseModel)
@@ -110,21 +111,38 @@ class Shop:
         return self._transact(handler, validated(command_type, **fields))
 
     def _read(self, query: Callable[[UnitOfWork], R], now: datetime | None = None) -> R:
-        """Run a query on the store as it is now; what it borrowed goes back to the cache."""
-        uow = self._unit_of_work(now, command=False)
-        try:
-            return query(uow)
-        finally:
-            uow.end()
+        """Run a query on the store as it is now; what it borrowed goes back to the cache.
 
-    def _load(self, cls: type[Aggregate], aggregate_id: UUID, version: int | None = None) -> Any:
+        A failure of the store is raised as its typed error (``StoreUnavailable``, …)."""
+        with store_errors():
+            uow = self._unit_of_work(now, command=False)
+            try:
+                return query(uow)
+            finally:
+                uow.end()
+
+    def _load(
+        self, cls: type[Aggregate], aggregate_id: UUID, version: int | None = None, *, query: str = "load"
+    ) -> Any:
+        """The aggregate as it is now or at ``version``, after checking the arguments of ``query``
+        (the public method's name, e.g. ``order``: a bad id is reported as ``order_id``)."""
+        id_name = "aggregate_id" if query == "load" else f"{query}_id"
+        aggregate_id, version = checked(
+            query, **{id_name: (AggregateId, aggregate_id), "version": (MaybeVersion, version)}
+        )
         if version is None:
             # The caller gets a copy: the cached aggregate stays the next command's.
             return self._read(lambda uow: copy.deepcopy(uow.get(cls, aggregate_id)))
-        found = self.store.load(aggregate_id, version=version)
+        with store_errors():
+            found = self.store.load(aggregate_id, version=version)
         if not isinstance(found, cls):
-            raise NotFound(f"{aggregate_id} is not a {cls.__name__}")
+            raise NotFound(f"{aggregate_id} is a {type(found).__name__}, not a {cls.__name__}")
         return found
+
+    def _moment(self, query: str, now: datetime | None) -> datetime:
+        """``now`` checked (aware, within bounds), or the clock's now when it is left out."""
+        (checked_now,) = checked(query, now=(MaybeMoment, now))
+        return checked_now or self.clock.now()
 
     # ------------------------------------------------------------------ catalogue
 
@@ -136,14 +154,18 @@ class Shop:
         unit_price: int, weight_g: int, title: str,
     ) -> Sku: ...
     def register_sku(self, sku: Sku | None = None, /, **fields: Any) -> Sku:
-        return catalogue.register_sku(self.catalogue, _given_or_built(Sku, sku, fields))
+        value = _given_or_built(Sku, sku, fields)
+        with store_errors():
+            return catalogue.register_sku(self.catalogue, value)
 
     @overload
     def register_warehouse(self, warehouse: Warehouse, /) -> Warehouse: ...
     @overload
     def register_warehouse(self, /, *, warehouse_id: str, region: str, priority: int) -> Warehouse: ...
     def register_warehouse(self, warehouse: Warehouse | None = None, /, **fields: Any) -> Warehouse:
-        return catalogue.register_warehouse(self.catalogue, _given_or_built(Warehouse, warehouse, fields))
+        value = _given_or_built(Warehouse, warehouse, fields)
+        with store_errors():
+            return catalogue.register_warehouse(self.catalogue, value)
 
     @overload
     def register_merchant(self, merchant: Merchant, /) -> Merchant: ...
@@ -152,7 +174,9 @@ class Shop:
         self, /, *, merchant_id: str, name: str, freight: FreightTemplate | Mapping[str, Any] | None = None
     ) -> Merchant: ...
     def register_merchant(self, merchant: Merchant | None = None, /, **fields: Any) -> Merchant:
-        return catalogue.register_merchant(self.catalogue, _given_or_built(Merchant, merchant, fields))
+        value = _given_or_built(Merchant, merchant, fields)
+        with store_errors():
+            return catalogue.register_merchant(self.catalogue, value)
 
     @overload
     def add_promotion(self, promotion: Promotion, /) -> Promotion: ...
@@ -161,7 +185,9 @@ class Shop:
         self, /, *, promotion_id: str, terms: PromotionTerms | Mapping[str, Any], starts_at: datetime, ends_at: datetime
     ) -> Promotion: ...
     def add_promotion(self, promotion: Promotion | None = None, /, **fields: Any) -> Promotion:
-        return catalogue.add_promotion(self.catalogue, _given_or_built(Promotion, promotion, fields))
+        value = _given_or_built(Promotion, promotion, fields)
+        with store_errors():
+            return catalogue.add_promotion(self.catalogue, value)
 
     # ------------------------------------------------------------------ stock
 
@@ -196,10 +222,12 @@ class Shop:
         )
 
     def stock_item(self, sku_id: str, warehouse_id: str, *, version: int | None = None) -> StockItem:
-        return self._load(StockItem, stock_item_id(sku_id, warehouse_id), version)
+        sku_id, warehouse_id = checked("stock_item", sku_id=(Id, sku_id), warehouse_id=(Id, warehouse_id))
+        return self._load(StockItem, stock_item_id(sku_id, warehouse_id), version, query="stock_item")
 
     def available(self, sku_id: str, warehouse_id: str | None = None) -> int:
         """Units that can be reserved now, in one warehouse or over all of them."""
+        sku_id, warehouse_id = checked("available", sku_id=(Id, sku_id), warehouse_id=(MaybeId, warehouse_id))
         return self._read(lambda uow: stock.available(uow, sku_id, warehouse_id))
 
     # ------------------------------------------------------------------ coupons
@@ -238,18 +266,25 @@ class Shop:
         to the coupon that expires first, then the lower id.  Pass the result's coupon ids
         to ``checkout`` to use them.
         """
-        query = validated(cmd.RecommendCoupons, customer_id=customer_id, items=tuple(cart))
-        return self._read(lambda uow: coupons.recommend_coupons(uow, query, self._coupon_owners), now)
+        if isinstance(cart, (str, bytes)) or not isinstance(cart, Iterable):
+            items: Any = cart  # refused by the command's validation below, as a cart
+        else:
+            items = tuple(cart)
+        query = validated(cmd.RecommendCoupons, customer_id=customer_id, items=items)
+        at = self._moment("recommend_coupons", now)
+        return self._read(lambda uow: coupons.recommend_coupons(uow, query, self._coupon_owners), at)
 
     def coupon_ids_of(self, customer_id: str) -> list[UUID]:
         """Every coupon ever issued to a customer, oldest first."""
-        return self._coupon_owners.coupons_of(customer_id)
+        (customer_id,) = checked("coupon_ids_of", customer_id=(Id, customer_id))
+        with store_errors():
+            return self._coupon_owners.coupons_of(customer_id)
 
     def coupon(self, coupon_id: UUID, *, version: int | None = None) -> Coupon:
-        return self._load(Coupon, coupon_id, version)
+        return self._load(Coupon, coupon_id, version, query="coupon")
 
     def campaign(self, campaign_id: UUID) -> CouponCampaign:
-        return self._load(CouponCampaign, campaign_id)
+        return self._load(CouponCampaign, campaign_id, query="campaign")
 
     # ------------------------------------------------------------------ checkout and payment
 
@@ -290,30 +325,34 @@ class Shop:
         self._run(checkout.confirm_receipt, cmd.ConfirmReceipt, order_id=order_id, customer_id=customer_id)
 
     def checkout_of(self, checkout_id: UUID) -> Checkout:
-        return self._load(Checkout, checkout_id)
+        return self._load(Checkout, checkout_id, query="checkout")
 
     def order(self, order_id: UUID, *, version: int | None = None) -> Order:
-        return self._load(Order, order_id, version)
+        return self._load(Order, order_id, version, query="order")
 
     # ------------------------------------------------------------------ time-driven
 
     def expire_overdue_orders(self, now: datetime | None = None) -> list[UUID]:
         """Cancel every unpaid checkout past its payment deadline; returns their ids."""
-        return sweeper.expire_overdue_checkouts(self._due_work, self._transact, now or self.clock.now())
+        at = self._moment("expire_overdue_orders", now)
+        with store_errors():
+            return sweeper.expire_overdue_checkouts(self._due_work, self._transact, at)
 
     def expire_coupons(self, now: datetime | None = None) -> list[UUID]:
         """Mark available coupons past their validity as expired."""
-        return sweeper.expire_coupons(self._due_work, self._transact, now or self.clock.now())
+        at = self._moment("expire_coupons", now)
+        with store_errors():
+            return sweeper.expire_coupons(self._due_work, self._transact, at)
 
     def complete_orders(self, now: datetime | None = None) -> list[UUID]:
         """Complete delivered orders whose after-sales window has passed."""
-        return sweeper.complete_orders(
-            self._due_work, self._transact, now or self.clock.now(), self.settings.after_sales_window
-        )
+        at = self._moment("complete_orders", now)
+        with store_errors():
+            return sweeper.complete_orders(self._due_work, self._transact, at, self.settings.after_sales_window)
 
     def sweep(self, now: datetime | None = None) -> dict[str, int]:
         """All time-driven work, once: for a scheduler to call."""
-        now = now or self.clock.now()
+        now = self._moment("sweep", now)
         return {
             "expired_checkouts": len(self.expire_overdue_orders(now)),
             "expired_coupons": len(self.expire_coupons(now)),
@@ -343,7 +382,7 @@ class Shop:
         self._run(shipping.report_delivery_failure, cmd.ReportDeliveryFailure, shipment_id=shipment_id, reason=reason)
 
     def shipment(self, shipment_id: UUID, *, version: int | None = None) -> Shipment:
-        return self._load(Shipment, shipment_id, version)
+        return self._load(Shipment, shipment_id, version, query="shipment")
 
     # ------------------------------------------------------------------ after-sales (售后)
 
@@ -409,6 +448,7 @@ class Shop:
         return self.order(order_id).refund_history
 
     def return_case(self, order_id: UUID, return_id: UUID) -> ReturnCase:
+        (return_id,) = checked("return_case", return_id=(AggregateId, return_id))
         return self.order(order_id).return_case(return_id)
 
 

@@ -29,7 +29,7 @@ from ecomcore.domain.catalogue import CatalogueReader
 from ecomcore.domain.errors import ConcurrencyConflict, DomainError, NotFound
 from ecomcore.infrastructure.locks import Locks
 from ecomcore.infrastructure.settings import Settings
-from ecomcore.infrastructure.store import EventStore, StoreConflict
+from ecomcore.infrastructure.store import EventStore, StoreConflict, store_errors
 
 A = TypeVar("A", bound=Aggregate)
 P = ParamSpec("P")
@@ -162,7 +162,21 @@ def transact(
     request, say), and the handler runs again on fresh state, where it answers the
     request's first outcome if it was done meanwhile; on the last attempt the refusal
     is raised.
+
+    Any other failure of the store is raised as its typed error (``StoreUnavailable``,
+    ``StoreCorrupted``, …; see ``ecomcore.infrastructure.failures``).
     """
+    with store_errors():
+        return _attempts(begin, max_attempts, handler, *args, **kwargs)
+
+
+def _attempts(
+    begin: Callable[[], UnitOfWork],
+    max_attempts: int,
+    handler: Callable[Concatenate[UnitOfWork, P], R],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
     for attempt in range(1, max_attempts + 1):
         uow = begin()
         try:

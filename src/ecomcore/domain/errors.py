@@ -123,3 +123,60 @@ class ConcurrencyConflict(EcomcoreError):
     """Other writers kept changing the same aggregates; the command gave up after retrying."""
 
     code = "concurrency_conflict"
+
+
+class StoreError(EcomcoreError):
+    """The event store failed in a way that is neither the caller's input nor a business rule.
+
+    Raised as it is for a fault of the database that fits no subclass (a value it refuses,
+    a statement it cannot run); the library's or driver's error is its ``__cause__``.
+    """
+
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or cannot take the work now: connection refused or
+    dropped, server down or restarting, disk full, database locked for too long.
+    Nothing was stored; trying again later may succeed."""
+
+    code = "store_unavailable"
+
+
+class StoreCorrupted(StoreError):
+    """What the store holds is not what ecomcore wrote: an event that cannot be decoded or
+    does not fit its class, an unknown topic or ``class_version``, a gap in an aggregate's
+    versions, a file that is not a database.  Nothing was loaded from it."""
+
+    code = "store_corrupted"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        aggregate_id: object = None,
+        version: int | None = None,
+        notification_id: int | None = None,
+        topic: str | None = None,
+    ) -> None:
+        where = []
+        if notification_id is not None:
+            where.append(f"notification #{notification_id}")
+        if aggregate_id is not None:
+            where.append(f"aggregate {aggregate_id}" + (f" v{version}" if version is not None else ""))
+        text = f"{', '.join(where)}: {message}" if where else message
+        super().__init__(
+            text, aggregate_id=aggregate_id, version=version, notification_id=notification_id, topic=topic
+        )
+        self.aggregate_id = aggregate_id
+        self.version = version
+        self.notification_id = notification_id
+        self.topic = topic
+
+
+class CipherKeyMismatch(StoreError):
+    """The cipher key given does not fit the store: a wrong key, no key for an encrypted
+    store, or a key for a store written without one.  Refused on open, before anything
+    was written."""
+
+    code = "cipher_key_mismatch"

@@ -18,12 +18,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import DatabaseError, IntegrityError
+from eventsourcing.persistence import DatabaseError, IntegrityError, StoredEvent
 from eventsourcing.utils import Environment, get_topic
 
 from ecomcore.domain.aggregate import Aggregate, DomainEvent, Snapshot, project
-from ecomcore.domain.errors import EcomcoreError
+from ecomcore.domain.errors import EcomcoreError, NotFound, StoreCorrupted, StoreUnavailable
+from ecomcore.infrastructure.failures import store_errors, typed_store_error
+from ecomcore.infrastructure.key_check import check_cipher_key
 from ecomcore.infrastructure.locks import AdvisoryLocks, Locks, NoLocks
+from ecomcore.infrastructure.mapper import event_class
 from ecomcore.infrastructure.settings import Settings
 
 #: The in-memory store: one per ``EventStore`` (so per ``Shop``), never shared.
@@ -36,8 +39,19 @@ MEMORY_URL = "memory://"
 #: Saving failed because another writer recorded the same version of an aggregate first
 #: (optimistic concurrency): nothing of the transaction was saved; run it again.
 StoreConflict = IntegrityError
-#: ``EventStore.load`` found no aggregate with that id (at that version).
+#: The library's "no aggregate with that id"; ``EventStore.load`` raises ``NotFound`` instead.
 AggregateNotFound = AggregateNotFoundError
+
+__all__ = [
+    "MEMORY_URL",
+    "AggregateCache",
+    "AggregateNotFound",
+    "EventStore",
+    "StoreConflict",
+    "StoreUrlError",
+    "store_errors",
+    "topic_of",
+]
 
 
 A = TypeVar("A", bound=Aggregate)
@@ -152,20 +166,38 @@ class EventStore(Application[UUID]):
         #: StockItem costs more to copy than to save); ours lends them instead.
         self.cache = AggregateCache(settings.aggregate_cache_size)
         self._takes_locks = is_postgres(settings.store_url)
+        #: Topics of the log already found to name an event class.
+        self._known_topics: set[str] = set()
+        with store_errors():
+            self._open()
+
+    def _open(self) -> None:
         for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
             try:
                 super().__init__()
+                # Before anything is written: a wrong, missing or unexpected key is refused.
+                if not is_memory(self._settings.store_url):
+                    check_cipher_key(self.recorder, self.mapper.cipher, postgres=self._takes_locks)
                 return
-            except DatabaseError:
+            except DatabaseError as error:
+                self._close_factory()
                 # Processes starting together each run CREATE TABLE IF NOT EXISTS;
                 # PostgreSQL can refuse the losers ("tuple concurrently updated").
-                # The tables exist once any of them succeeds, so try again.
-                factory = getattr(self, "factory", None)
-                if factory is not None:
-                    factory.close()
-                if attempt == _SCHEMA_ATTEMPTS:
+                # The tables exist once any of them succeeds, so try again. A store that
+                # cannot be reached or read is reported at once, not retried.
+                if attempt == _SCHEMA_ATTEMPTS or isinstance(
+                    typed_store_error(error), StoreUnavailable | StoreCorrupted
+                ):
                     raise
                 time.sleep(random.uniform(0.01, 0.05 * attempt))
+            except BaseException:
+                self._close_factory()
+                raise
+
+    def _close_factory(self) -> None:
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.close()
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Only our own settings configure the store: a stray PERSISTENCE_MODULE or
@@ -184,8 +216,10 @@ class EventStore(Application[UUID]):
             # (five in a checkout). A connection a server restart broke fails its first
             # statement instead, and the recorder tries again on another.
         )
-        if s.cipher_key:
-            values.update(CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=s.cipher_key)
+        if s.cipher_key is not None:
+            values.update(
+                CIPHER_TOPIC="eventsourcing.cryptography:AESCipher", CIPHER_KEY=s.cipher_key.get_secret_value()
+            )
         return Environment(name, values)
 
     def locks(self) -> Locks:
@@ -196,8 +230,23 @@ class EventStore(Application[UUID]):
 
     def load(self, aggregate_id: UUID, version: int | None = None) -> Aggregate:
         """The aggregate rebuilt from the store (its latest snapshot, if any, and the events
-        after it), as it is now or as it was at ``version``; a new object, the caller's own."""
-        return self.repository.get(aggregate_id, version=version, projector_func=project)
+        after it), as it is now or as it was at ``version``; a new object, the caller's own.
+
+        ``NotFound`` when there is no such aggregate, or it never reached ``version``.
+        """
+        start: Aggregate | None = None
+        if self.snapshots is not None:
+            for snapshot in self.snapshots.get(aggregate_id, desc=True, limit=1, lte=version):
+                start = _restored(cast(Snapshot, snapshot))
+        events = self._events_after(aggregate_id, start.version if start else None, lte=version)
+        found = project(start, _in_sequence(aggregate_id, start, events))
+        if found is None:
+            raise NotFound(f"no aggregate with id {aggregate_id}")
+        if version is not None and found.version != version:
+            raise NotFound(
+                f"{type(found).__name__} {aggregate_id} has no version {version}: its latest is {found.version}"
+            )
+        return found
 
     def borrow(self, cls: type[A], aggregate_id: UUID) -> Aggregate | None:
         """The aggregate as it is now, for one command: ``None`` if it does not exist.
@@ -206,20 +255,61 @@ class EventStore(Application[UUID]):
         writers stored since (one query); else rebuilt from the store, asking for a snapshot
         only when ``cls`` takes snapshots. Hand it back with ``give_back``. The result may be
         of another class than ``cls`` when the id names another aggregate.
+
+        The events must follow each other version by version from where the aggregate (or
+        its snapshot) stands: a gap raises ``StoreCorrupted`` rather than load a wrong state.
         """
         aggregate = self.cache.take(aggregate_id)
         if aggregate is not None:
-            return project(aggregate, self._events_after(aggregate_id, aggregate.version))
+            return project(
+                aggregate, _in_sequence(aggregate_id, aggregate, self._events_after(aggregate_id, aggregate.version))
+            )
         gt: int | None = None
         start: Aggregate | None = None
         if cls in self.snapshotting_intervals and self.snapshots is not None:
             for snapshot in self.snapshots.get(aggregate_id, desc=True, limit=1):
-                start = snapshot.restore()  # type: ignore[attr-defined]
-                gt = snapshot.originator_version
-        return project(start, self._events_after(aggregate_id, gt))
+                start = _restored(cast(Snapshot, snapshot))
+                gt = start.version
+        return project(start, _in_sequence(aggregate_id, start, self._events_after(aggregate_id, gt)))
 
-    def _events_after(self, aggregate_id: UUID, version: int | None) -> Iterator[DomainEvent]:
-        return cast("Iterator[DomainEvent]", self.events.get(aggregate_id, gt=version))
+    def _events_after(self, aggregate_id: UUID, version: int | None, lte: int | None = None) -> Iterator[DomainEvent]:
+        return cast("Iterator[DomainEvent]", self.events.get(aggregate_id, gt=version, lte=lte))
+
+    def first_unknown_topic(self, start: int, stop: int) -> Any | None:
+        """The first notification from ``start`` to ``stop`` (inclusive) whose topic names no
+        event class, or ``None``. One query for the distinct topics of the stretch, done by
+        the database, so a projector reading only its own topics skips nothing unseen."""
+        topics = self._topics_between(start, stop) - self._known_topics
+        for topic in sorted(topics):
+            try:
+                event_class(topic, None)
+            except StoreCorrupted:
+                return self.recorder.select_notifications(start, 1, stop=stop, topics=[topic])[0]
+            self._known_topics.add(topic)
+        return None
+
+    def _topics_between(self, start: int, stop: int) -> set[str]:
+        recorder: Any = self.recorder
+        table = getattr(recorder, "events_table_name", None)
+        datastore = getattr(recorder, "datastore", None)
+        if table is None or datastore is None:  # the in-memory recorder: read the stretch
+            return {n.topic for n in recorder.select_notifications(start, stop - start + 1, stop=stop)}
+        if is_postgres(self._settings.store_url):
+            from psycopg import sql
+
+            query = sql.SQL("SELECT DISTINCT topic FROM {} WHERE notification_id BETWEEN %s AND %s").format(
+                sql.Identifier(datastore.schema, table)
+            )
+            with datastore.get_connection() as connection:
+                return {row["topic"] for row in connection.execute(query, (start, stop)).fetchall()}
+        with datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT DISTINCT topic FROM {table} WHERE rowid BETWEEN ? AND ?", (start, stop))
+            return {row[0] for row in cursor.fetchall()}
+
+    def event_class_of(self, stored_event: StoredEvent) -> type[DomainEvent]:
+        """The event class a stored event's topic names; ``StoreCorrupted`` naming the event
+        (and its notification id) when the topic names none."""
+        return event_class(stored_event.topic, stored_event)
 
     def give_back(self, aggregates: Iterable[Aggregate]) -> None:
         """Return borrowed aggregates to the cache: saved, or unchanged (no pending events)."""
@@ -259,3 +349,29 @@ class EventStore(Application[UUID]):
             # Another process snapshotted the same version first; the snapshot it
             # stored is the same state, and the events are already committed.
             pass
+
+
+def _in_sequence(aggregate_id: UUID, start: Aggregate | None, events: Iterable[DomainEvent]) -> Iterator[DomainEvent]:
+    """``events`` as they come, checked to carry the versions after ``start``'s one by one."""
+    expected = (start.version if start is not None else 0) + 1
+    for event in events:
+        if event.originator_version != expected:
+            raise StoreCorrupted(
+                f"version {expected} is missing: the stored events go on at v{event.originator_version}",
+                aggregate_id=aggregate_id,
+                version=expected,
+            )
+        expected += 1
+        yield event
+
+
+def _restored(snapshot: Snapshot) -> Aggregate:
+    try:
+        return snapshot.restore()
+    except Exception as error:  # an unknown aggregate topic, or state that no longer fits
+        raise StoreCorrupted(
+            f"cannot restore the snapshot of {snapshot.topic}: {type(error).__name__}: {error}",
+            aggregate_id=snapshot.originator_id,
+            version=snapshot.originator_version,
+            topic=snapshot.topic,
+        ) from error
