@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from ecomcore import Clock, ManualClock, Settings, Shop, SystemClock
 from ecomcore.domain.money import format_amount
@@ -17,10 +19,15 @@ from ecomcore.simulation import (
     state_and_stock_sections,
     trading_morning,
 )
-from ecomcore_projections.cli.common import (
-    EXIT_OK,
+from ecomcore_projections.cli.common import worker_log
+from ecomcore_projections.cli.failures import EXIT_OK
+from ecomcore_projections.cli.masking import mask
+from ecomcore_projections.cli.stores import (
+    check_store,
+    close_read_models,
+    load_settings,
+    open_read_models,
     read_models_url,
-    worker_log,
 )
 from ecomcore_projections.order_status import OrderStatusQueries
 from ecomcore_projections.progress import ProgressReporter
@@ -29,34 +36,46 @@ from ecomcore_projections.runner import Projector, ReadModels
 from ecomcore_projections.stock import StockQueries
 
 
+def open_shop(settings: Settings, clock: Clock, *, must_exist: bool) -> Shop:
+    check_store(settings, must_exist=must_exist)
+    return Shop(clock=clock, settings=settings)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """The simulated day, then (unless --no-projections) the projections in-process, so that
     the summary's states, stock and reconciliation come from the read models."""
+    settings = load_settings(args)
     clock = ManualClock(FIRST_TRADING_MORNING)
-    with Shop(args.store, clock=clock, settings=Settings()) as shop:
+    with open_shop(settings, clock, must_exist=False) as shop:
         clock.set(trading_morning(shop))
-        print(f"simulating {args.orders} checkouts on {shop.settings.store_url}", file=sys.stderr)
+        print(f"simulating {args.orders} checkouts on {mask(settings.store_url)}", file=sys.stderr)
         with ProgressReporter(unit="attempts") as progress:
             summary = simulate_trading_day(
                 shop, clock, orders=args.orders, seed=args.seed, progress=partial(progress, "orders")
             )
-        sections = None if args.no_projections else project_in_process(shop, args, clock.now())
-    print(summary.render(orders=args.orders, seed=args.seed, sections=sections))
+        read_side = None if args.no_projections else project_in_process(shop, args, clock.now())
+    if args.json:
+        report: dict[str, Any] = {"orders": args.orders, "seed": args.seed, **summary.model_dump(mode="json")}
+        report["read_models"] = None if read_side is None else read_side[1]
+        print(json.dumps(report, indent=2))
+    else:
+        print(summary.render(orders=args.orders, seed=args.seed, sections=None if read_side is None else read_side[0]))
     return EXIT_OK
 
 
-def project_in_process(shop: Shop, args: argparse.Namespace, now: datetime) -> list[str]:
-    read_models = ReadModels(read_models_url(args, shop.settings.store_url))
+def project_in_process(shop: Shop, args: argparse.Namespace, now: datetime) -> tuple[list[str], dict[str, Any]]:
+    """Project the store into the read models; their sections of the summary, as lines and as data."""
+    read_models = open_read_models(read_models_url(args, shop.settings.store_url), shop.settings, create_tables=True)
     try:
         with ProgressReporter() as progress:
             applied = Projector(shop.store, read_models).catch_up(progress=progress)
         worker_log.info("projected %d events into the read models", applied)
         return read_model_sections(read_models, now, shop.settings.currency)
     finally:
-        read_models.dispose()
+        close_read_models(read_models)
 
 
-def read_model_sections(read_models: ReadModels, now: datetime, currency: str) -> list[str]:
+def read_model_sections(read_models: ReadModels, now: datetime, currency: str) -> tuple[list[str], dict[str, Any]]:
     """Orders by state, stock, reorder suggestions and the reconciliation checks, from the read models."""
     engine = read_models.engine
     orders = OrderStatusQueries(engine, read_models.tables["order_status"])
@@ -71,16 +90,13 @@ def read_model_sections(read_models: ReadModels, now: datetime, currency: str) -
                       available=level.available, safety_stock=level.safety_stock)
         for level in stock.low_stock(now)
     ]
+    by_state = orders.count_by_state()
+    available = {total.sku_id: total.available for total in stock.totals(now)}
     balances = ledger.balances()
     settlements = ledger.settlements()
     discrepancies = ledger.discrepancies()
-    return [
-        *state_and_stock_sections(
-            orders.count_by_state(),
-            {total.sku_id: total.available for total in stock.totals(now)},
-            alerts,
-            orders_title="Orders by state (read model)",
-        ),
+    lines = [
+        *state_and_stock_sections(by_state, available, alerts, orders_title="Orders by state (read model)"),
         "",
         "Reconciliation (ledger)",
         f"  {'money at the provider':<26}{money(balances.get('provider_cash', 0))}",
@@ -92,20 +108,28 @@ def read_model_sections(read_models: ReadModels, now: datetime, currency: str) -
         f"  {'discrepancies':<26}{len(discrepancies) or 'none'}",
         *(f"    {d.kind}: {d.message}" for d in discrepancies[:20]),
     ]
+    data = {
+        "orders_by_state": {str(getattr(state, "value", state)): count for state, count in by_state.items()},
+        "stock_available": available,
+        "low_stock_alerts": [alert.model_dump(mode="json") for alert in alerts],
+        "balances": dict(balances),
+        "merchants_settled": len({s.merchant_id for s in settlements}),
+        "merchant_settlements_owed": sum(s.owed for s in settlements),
+        "discrepancies": [{"kind": d.kind, "message": d.message} for d in discrepancies],
+    }
+    return lines, data
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
     clock: Clock = ManualClock(args.now) if args.now else SystemClock()
-    with Shop(args.store, clock=clock, settings=Settings()) as shop:
+    with open_shop(settings, clock, must_exist=True) as shop:
         now = clock.now()
         counts = shop.sweep(now)
+    if args.json:
+        print(json.dumps({"now": now.isoformat(), **{name: count for name, count in counts.items()}}, indent=2))
+        return EXIT_OK
     print(f"Sweep as of {now.isoformat(timespec='seconds')}")
     for line in count_rows((name.replace("_", " "), count) for name, count in counts.items()):
         print(line)
     return EXIT_OK
-
-
-# --------------------------------------------------------------------------- projector workers
-
-#: Workers notice a PostgreSQL store that went away within about ten of these seconds
-#: (the library tries ten times), unless ``ECOMCORE_POSTGRES_CONNECT_TIMEOUT_S`` says otherwise.

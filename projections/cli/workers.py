@@ -7,58 +7,87 @@ import json
 import threading
 import time
 from dataclasses import asdict
+from typing import Any
 
-from ecomcore_projections.base import describe_cause
-from ecomcore_projections.cli.common import (
-    EXIT_DIFFERENCES,
-    EXIT_OK,
-    fail,
-    open_store_and_read_models,
-    stop_on_signals,
+from ecomcore_projections.base import UnknownProjection, describe_cause
+from ecomcore_projections.cli.common import stop_on_signals, worker_log
+from ecomcore_projections.cli.failures import EXIT_DIFFERENCES, EXIT_OK, CliError, UsageError
+from ecomcore_projections.cli.stores import (
+    close_read_models,
+    load_settings,
+    open_read_models,
+    open_store,
+    read_models_url,
 )
 from ecomcore_projections.faults import is_transient
 from ecomcore_projections.progress import ProgressReporter
 from ecomcore_projections.rebuild import rebuild
-from ecomcore_projections.runner import Projector
+from ecomcore_projections.runner import REGISTRY, Projector
+
+#: Workers notice a PostgreSQL database that went away within about this many seconds a
+#: try, unless ``--connect-timeout`` or ``ECOMCORE_POSTGRES_CONNECT_TIMEOUT_S`` says otherwise.
+WORKER_CONNECT_TIMEOUT_S = 1
 
 
 def run_project(args: argparse.Namespace) -> int:
+    if args.mode is None:
+        raise UsageError("give --until-caught-up or --follow, or set ECOMCORE_PROJECT_MODE (see --help)")
+    follow = args.mode == "follow"
     stop = threading.Event()
     stop_on_signals(stop)
-    store, read_models = open_store_and_read_models(args, create_tables=False, stop=stop,
-                               wait_for=None if args.follow else args.give_up_after)
+    settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
+    store = open_store(settings, must_exist=True, stop=stop, wait_for=None if follow else args.give_up_after,
+                       log=worker_log)
+    try:
+        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=False)
+    except BaseException:
+        store.close()
+        raise
     try:
         projector = Projector(store, read_models, names=[args.only] if args.only else None,
                               batch_size=args.batch_size, log_interval=args.log_interval)
         started = time.monotonic()
-        if args.until_caught_up:
-            applied = projector.run(stop, give_up_after=args.give_up_after, create_tables=True)
-        else:
+        if follow:
             applied = projector.run(stop, follow=True, poll_interval=args.poll, create_tables=True)
+        else:
+            applied = projector.run(stop, give_up_after=args.give_up_after, create_tables=True)
         elapsed = time.monotonic() - started
-        print(f"applied {applied} events in {elapsed:.1f} s")
         try:
-            lags = projector.lag()
+            lags: list[Any] | None = projector.lag()
         except Exception as error:
             if not is_transient(error):
                 raise
-            print(f"  lag unknown: {describe_cause(error)}")  # stopped while a database is down
+            lags, unknown = None, describe_cause(error)  # stopped while a database is down
+        if args.json:
+            print(json.dumps({
+                "applied": applied,
+                "seconds": round(elapsed, 3),
+                "lag": None if lags is None else [asdict(lag) for lag in lags],
+            }, indent=2))
             return EXIT_OK
-        for lag in lags:
+        print(f"applied {applied} events in {elapsed:.1f} s")
+        if lags is None:
+            print(f"  lag unknown: {unknown}")
+        for lag in lags or []:
             print(f"  {lag.name:<16} position {lag.position:>9}  behind {lag.events_behind:>7} events"
                   f"  {lag.seconds_behind:>8.1f} s")
         return EXIT_OK
     finally:
-        read_models.dispose()
+        close_read_models(read_models)
         store.close()
 
 
 def run_status(args: argparse.Namespace) -> int:
-    store, read_models = open_store_and_read_models(args, create_tables=False)
+    settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
+    store = open_store(settings, must_exist=True)
     try:
-        statuses = Projector(store, read_models).status()
+        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=False,
+                                       must_exist=True)
+        try:
+            statuses = Projector(store, read_models).status()
+        finally:
+            close_read_models(read_models)
     finally:
-        read_models.dispose()
         store.close()
     unhealthy = args.max_lag is not None and any(
         s.events_behind > args.max_lag or not s.schema_ok for s in statuses
@@ -83,29 +112,58 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
+    if args.name and args.all and "ECOMCORE_REBUILD_ALL" in _from_environment(args):
+        args.all = False  # a name on the command line wins over the environment's --all
     if args.all == bool(args.name):
-        return fail("invalid_command", "name one projection, or pass --all")
-    store, read_models = open_store_and_read_models(args)
+        raise CliError("invalid_command", "name one projection, or pass --all (see `ecomcore rebuild --help`)")
+    if args.name and args.name not in REGISTRY:
+        raise UnknownProjection(f"no projection named {args.name!r}; known: {', '.join(REGISTRY)}")
+    settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
+    store = open_store(settings, must_exist=True)
+    try:
+        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=True,
+                                       must_exist=args.check)
+    except BaseException:
+        store.close()
+        raise
     try:
         names = list(read_models.classes) if args.all else [args.name]
-        read_models.projection_class(names[0])
         with ProgressReporter() as progress:
             reports = [
                 rebuild(store, read_models, name, check=args.check, batch_size=args.batch_size, progress=progress)
                 for name in names
             ]
-        failed = False
-        for report in reports:
-            if not args.check:
-                print(f"rebuilt {report.name}: {report.events} events, position {report.position}")
-            elif report.differences:
-                failed = True
-                print(f"{report.name}: {len(report.differences)} difference(s) at position {report.position}")
-                for difference in report.differences[:50]:
-                    print(f"  {difference}")
-            else:
-                print(f"{report.name}: live tables equal a rebuild from zero (position {report.position})")
-        return EXIT_DIFFERENCES if failed else EXIT_OK
     finally:
-        read_models.dispose()
+        close_read_models(read_models)
         store.close()
+    failed = any(report.differences for report in reports) if args.check else False
+    if args.json:
+        print(json.dumps({
+            "check": bool(args.check),
+            "equal": not failed if args.check else None,
+            "projections": [
+                {
+                    "name": report.name,
+                    "events": report.events,
+                    "position": report.position,
+                    **({"differences": [str(d) for d in report.differences]} if args.check else {}),
+                }
+                for report in reports
+            ],
+        }, indent=2))
+        return EXIT_DIFFERENCES if failed else EXIT_OK
+    for report in reports:
+        if not args.check:
+            print(f"rebuilt {report.name}: {report.events} events, position {report.position}")
+        elif report.differences:
+            print(f"{report.name}: {len(report.differences)} difference(s) at position {report.position}")
+            for difference in report.differences[:50]:
+                print(f"  {difference}")
+        else:
+            print(f"{report.name}: live tables equal a rebuild from zero (position {report.position})")
+    return EXIT_DIFFERENCES if failed else EXIT_OK
+
+
+def _from_environment(args: argparse.Namespace) -> set[str]:
+    """The variables that gave a value (the command line not)."""
+    return set(getattr(args, "from_environment", ()))
