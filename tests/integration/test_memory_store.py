@@ -37,7 +37,7 @@ def test_readme_quickstart_runs_on_a_memory_store_and_writes_nothing(no_database
     """The README's first example, with its Shop opened on memory://, runs to the end without
     opening a database connection or writing a file."""
     quickstart = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)[0]
-    in_memory, opened = re.subn(r'Shop\("[^"]*"', f'Shop("{MEMORY_URL}"', quickstart)
+    in_memory, opened = re.subn(r'Shop\(f?"[^"]*"', f'Shop("{MEMORY_URL}"', quickstart)
     assert opened == 1, "the README's first example should open one Shop on a store URL"
     names: dict[str, object] = {}
     exec(compile(in_memory, str(README), "exec"), names)
