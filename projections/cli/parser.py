@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import PackageNotFoundError, version
 
+from ecomcore_projections.cli.audit import add_audit_commands
 from ecomcore_projections.cli.common import READ_MODELS_HELP, STORE_HELP
 from ecomcore_projections.cli.options import (
     LOG_LEVELS,
@@ -87,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
            help="exit 1 if any projection is more than EVENTS behind (or its schema is out of date)")
     status.set_defaults(command=run_status)
 
-    for name, command in commands.choices.items():
+    leaves = {name: command for name, command in commands.choices.items()}
+    audit = add_audit_commands(commands)
+    leaves.update({f"audit {command.prog.rsplit(' ', 1)[-1]}": command for command in audit})
+    for name, command in leaves.items():
         option(command, "--store", env="STORE_URL", metavar="URL", type=str, help=STORE_HELP)
         if name != "sweep":
             option(command, "--read-models", env="READ_MODELS_URL", metavar="URL", type=str,
