@@ -5,6 +5,9 @@
     ecomcore project (--until-caught-up | --follow) [--only NAME] [--poll S] [--batch-size N] …
     ecomcore rebuild (NAME | --all) [--check] [--batch-size N]
     ecomcore status  [--max-lag EVENTS]
+    ecomcore reconcile [--day DATE] [--statement FILE] [--snapshot LABEL]
+    ecomcore audit order ORDER_ID [--as-of TIME] | stock SKU --as-of TIME | refund ORDER_ID
+    ecomcore audit seal | verify [--against POSITION:HASH]
     ecomcore --version
 
 Every command takes ``--store URL``, ``--connect-timeout SECONDS``, ``--json`` and

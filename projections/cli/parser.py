@@ -17,6 +17,7 @@ from ecomcore_projections.cli.options import (
     seconds,
     whole_number,
 )
+from ecomcore_projections.cli.reconcile import add_reconcile_command, label
 from ecomcore_projections.cli.trading import run_demo, run_sweep
 from ecomcore_projections.cli.workers import run_project, run_rebuild, run_status
 from ecomcore_projections.runner import REGISTRY
@@ -81,12 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
            help="compare a rebuild with the live tables, print differences, exit 1 if any (the live tables stay)")
     option(rebuild, "--batch-size", env="BATCH_SIZE", metavar="N", type=whole_number(1, MAX_BATCH_SIZE),
            default=1000, help=f"events per batch, 1 to {MAX_BATCH_SIZE:,} (default 1000)")
+    moment_given = rebuild.add_mutually_exclusive_group()
+    option(moment_given, "--as-of", env="REBUILD_AS_OF", metavar="ISO8601", type=moment,
+           help="with --into: build as of this moment (every event of the whole log with a timestamp at or "
+                "before it; naive means UTC), into the snapshot's own tables")
+    option(moment_given, "--until-position", env="REBUILD_UNTIL_POSITION", metavar="N", type=whole_number(0),
+           help="with --into: build from the events with a notification id up to N")
+    option(rebuild, "--into", env="REBUILD_INTO", metavar="LABEL", type=label,
+           help="the snapshot's label (a lower-case identifier): tables rm_asof_LABEL__*, replaced if built "
+                "before; the live tables and positions are not touched")
     rebuild.set_defaults(command=run_rebuild)
 
     status = commands.add_parser("status", help="each projection's position, lag and schema version")
     option(status, "--max-lag", env="MAX_LAG", metavar="EVENTS", type=whole_number(0),
            help="exit 1 if any projection is more than EVENTS behind (or its schema is out of date)")
     status.set_defaults(command=run_status)
+
+    add_reconcile_command(commands)
 
     leaves = {name: command for name, command in commands.choices.items()}
     audit = add_audit_commands(commands)

@@ -7,6 +7,7 @@ import json
 import sys
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from ecomcore import Clock, ManualClock, Settings, Shop, SystemClock
@@ -14,14 +15,17 @@ from ecomcore.domain.money import format_amount
 from ecomcore.simulation import (
     FIRST_TRADING_MORNING,
     LowStockAlert,
+    SimulatedProvider,
     count_rows,
     simulate_trading_day,
     state_and_stock_sections,
     trading_morning,
 )
+from ecomcore_projections.audit.statement import write_statement
 from ecomcore_projections.cli.common import worker_log
 from ecomcore_projections.cli.failures import EXIT_OK
 from ecomcore_projections.cli.masking import mask
+from ecomcore_projections.cli.reconcile import statement_path
 from ecomcore_projections.cli.stores import (
     check_store,
     close_read_models,
@@ -48,19 +52,43 @@ def run_demo(args: argparse.Namespace) -> int:
     clock = ManualClock(FIRST_TRADING_MORNING)
     with open_shop(settings, clock, must_exist=False) as shop:
         clock.set(trading_morning(shop))
+        earlier_runs = bool(shop.store.recorder.max_notification_id())
+        provider = SimulatedProvider()
         print(f"simulating {args.orders} checkouts on {mask(settings.store_url)}", file=sys.stderr)
         with ProgressReporter(unit="attempts") as progress:
             summary = simulate_trading_day(
-                shop, clock, orders=args.orders, seed=args.seed, progress=partial(progress, "orders")
+                shop, clock, orders=args.orders, seed=args.seed, progress=partial(progress, "orders"),
+                provider=provider,
             )
+        statement = write_provider_statement(settings.store_url, provider, append=earlier_runs)
         read_side = None if args.no_projections else project_in_process(shop, args, clock.now())
     if args.json:
         report: dict[str, Any] = {"orders": args.orders, "seed": args.seed, **summary.model_dump(mode="json")}
         report["read_models"] = None if read_side is None else read_side[1]
+        report["statement"] = None if statement is None else str(statement)
         print(json.dumps(report, indent=2))
     else:
         print(summary.render(orders=args.orders, seed=args.seed, sections=None if read_side is None else read_side[0]))
     return EXIT_OK
+
+
+def write_provider_statement(store_url: str, provider: SimulatedProvider, *, append: bool) -> Path | None:
+    """The simulated provider's statement, beside an SQLite store (``<file>.statement.csv``) or, for
+    PostgreSQL, in the current directory (``<database>.statement.csv``); appended to when the store
+    already held earlier days, so that it stays the statement of everything in the store."""
+    path = statement_path(store_url)
+    if path is None:
+        return None
+    try:
+        written = write_statement(path, provider.transactions, append=append and path.exists())
+    except OSError as error:
+        worker_log.warning("could not write the provider's statement to %s: %s", path, error.strerror)
+        return None
+    worker_log.info(
+        "the payment provider's statement (%d lines): %s; match it: ecomcore reconcile --statement %s",
+        written, path, path,
+    )
+    return path
 
 
 def project_in_process(shop: Shop, args: argparse.Namespace, now: datetime) -> tuple[list[str], dict[str, Any]]:

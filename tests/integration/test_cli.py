@@ -146,8 +146,11 @@ def test_an_unreadable_sweep_moment_is_a_usage_error(capsys: pytest.CaptureFixtu
     assert "ISO 8601" in err
 
 
-def test_demo_on_postgresql(capsys: pytest.CaptureFixture[str], fresh_postgres_url: str) -> None:
-    """The same demo runs on a fresh PostgreSQL database."""
+def test_demo_on_postgresql(
+    capsys: pytest.CaptureFixture[str], fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """The same demo runs on a fresh PostgreSQL database (its statement goes to the current directory)."""
+    monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, "demo", "--store", fresh_postgres_url, "--orders", "20")
 
     assert code == 0, err

@@ -16,6 +16,12 @@ from sqlalchemy import create_engine, inspect, text
 
 from ecomcore_projections.cli import main as ecomcore
 
+
+@pytest.fixture(autouse=True)
+def _in_a_temporary_directory(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A demo on PostgreSQL writes its provider's statement into the current directory."""
+    monkeypatch.chdir(tmp_path)
+
 KILLS = 20
 
 

@@ -32,6 +32,12 @@ from ecomcore.infrastructure.settings import Settings
 from ecomcore.infrastructure.store import EventStore
 from ecomcore_projections.cli import main as ecomcore
 
+
+@pytest.fixture(autouse=True)
+def _in_a_temporary_directory(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A demo on PostgreSQL writes its provider's statement into the current directory."""
+    monkeypatch.chdir(tmp_path)
+
 PROJECTIONS = ("order_status", "stock", "reconciliation")
 
 

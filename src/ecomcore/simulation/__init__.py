@@ -20,6 +20,7 @@ it reads), and ``morning`` (when a day opens on a store that may hold earlier ru
 """
 
 from ecomcore.simulation.morning import FIRST_TRADING_MORNING, trading_morning
+from ecomcore.simulation.provider import ProviderTransaction, SimulatedProvider
 from ecomcore.simulation.script import simulate_trading_day
 from ecomcore.simulation.summary import (
     DaySummary,
@@ -32,6 +33,8 @@ __all__ = [
     "FIRST_TRADING_MORNING",
     "DaySummary",
     "LowStockAlert",
+    "ProviderTransaction",
+    "SimulatedProvider",
     "count_rows",
     "simulate_trading_day",
     "state_and_stock_sections",

@@ -89,9 +89,9 @@ def returns_arrive(day: Day) -> None:
         shop.receive_return(order_id=order_id, return_id=return_id, sellable=sellable, damaged=damaged)
         day.tally.units_restocked += sum(sellable.values())
         day.tally.units_damaged += sum(damaged.values())
-        day.tally.return_refunds.append(
-            shop.refund_return(order_id=order_id, return_id=return_id, refund_id=day.ids.next("refund"))
-        )
+        refund = shop.refund_return(order_id=order_id, return_id=return_id, refund_id=day.ids.next("refund"))
+        day.provider.refunded(refund.refund_id, refund.amount, day.clock.now())
+        day.tally.return_refunds.append(refund)
     day.after_sales.open_returns.clear()
 
 
@@ -110,4 +110,5 @@ def _refund(
     receipt = day.shop.refund_only(
         order_id=order_id, refund_id=day.ids.next("refund"), lines=lines, reason=reason, shipment_id=shipment_id
     )
+    day.provider.refunded(receipt.refund_id, receipt.amount, day.clock.now())
     day.tally.refunds_only.append(receipt)

@@ -18,6 +18,7 @@ from ecomcore.application.shop import Shop
 from ecomcore.domain.pricing import CouponTerms
 from ecomcore.infrastructure.clock import ManualClock
 from ecomcore.simulation.customers import Customers
+from ecomcore.simulation.provider import SimulatedProvider
 from ecomcore.simulation.summary import DayTally
 
 
@@ -88,9 +89,13 @@ class Day:
     paid_orders: list[UUID] = field(default_factory=list)
     after_sales: AfterSales = field(default_factory=AfterSales)
     tally: DayTally = field(default_factory=DayTally)
+    #: The payment provider's side of the day: its statement.
+    provider: SimulatedProvider = field(default_factory=SimulatedProvider)
 
     @classmethod
-    def open(cls, shop: Shop, clock: ManualClock, *, orders: int, seed: int) -> Day:
+    def open(
+        cls, shop: Shop, clock: ManualClock, *, orders: int, seed: int, provider: SimulatedProvider | None = None
+    ) -> Day:
         rng = random.Random(seed)
         opening = clock.now()
         return cls(
@@ -98,6 +103,7 @@ class Day:
             # The customers draw first from the dice: their pinned fates are part of the seed's day.
             customers=Customers.for_the_day(orders, rng),
             parcels=Parcels(first_deliveries_at=opening),
+            provider=provider if provider is not None else SimulatedProvider(),
         )
 
     def wait_until(self, days: int, hour: int, minute: int = 0) -> datetime:

@@ -11,6 +11,7 @@ from ecomcore.simulation.after_sales import (
 )
 from ecomcore.simulation.day import Day
 from ecomcore.simulation.opening import open_the_shop
+from ecomcore.simulation.provider import SimulatedProvider
 from ecomcore.simulation.shipping import (
     customers_confirm_receipt,
     later_deliveries,
@@ -28,18 +29,20 @@ def simulate_trading_day(
     orders: int,
     seed: int,
     progress: Progress | None = None,
+    provider: SimulatedProvider | None = None,
 ) -> DaySummary:
     """Run one simulated trading day of ``orders`` checkout attempts on ``shop``.
 
     ``clock`` must be the shop's clock: the day moves it forward (by a little over
     eight days in all, so that the after-sales window passes for part of the orders).
-    ``progress(done, total)`` is called after each checkout attempt.
+    ``progress(done, total)`` is called after each checkout attempt.  ``provider``, if
+    given, collects the payment provider's transactions (its statement).
     """
     if orders < 1:
         raise ValueError(f"a trading day needs at least one order, got {orders}")
     if shop.clock is not clock:
         raise ValueError("the simulation moves the shop's own clock; pass the clock the shop was opened with")
-    day = Day.open(shop, clock, orders=orders, seed=seed)
+    day = Day.open(shop, clock, orders=orders, seed=seed, provider=provider)
     # The order of the steps is part of the seed's day: each draws from the same dice.
     open_the_shop(day)
     trade(day, progress or _no_progress)

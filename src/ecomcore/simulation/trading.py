@@ -60,11 +60,14 @@ def customers_act(day: Day, until: datetime | None = None) -> None:
 
 def pay(day: Day, receipt: CheckoutReceipt) -> PaymentReceipt:
     payment_id = day.ids.next("pay")
+    provider_txn = f"alipay-{payment_id}"
     paid = day.shop.pay(
-        checkout_id=receipt.checkout_id, payment_id=payment_id, amount=receipt.payable,
-        provider_txn=f"alipay-{payment_id}",
+        checkout_id=receipt.checkout_id, payment_id=payment_id, amount=receipt.payable, provider_txn=provider_txn,
     )
+    day.provider.took(provider_txn, paid.amount, day.clock.now())
     if paid.outcome == "refunded":
+        # Too late: the shop refunds it at once, and the provider returns the transaction in full.
+        day.provider.refunded(provider_txn, paid.amount, day.clock.now())
         day.tally.late_payments.append(paid)
         return paid
     day.tally.money_taken += paid.amount
