@@ -140,3 +140,12 @@ def shop(store_url: str, clock: ManualClock) -> Iterator[Shop]:
     shop = stocked_shop(store_url, clock)
     yield shop
     shop.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka-protocol broker (tansu, in memory) for the session: ``host:port``."""
+    from kafka_broker import running_broker
+
+    with running_broker(tmp_path_factory.mktemp("kafka")) as address:
+        yield address

@@ -8,6 +8,7 @@
     ecomcore reconcile [--day DATE] [--statement FILE] [--snapshot LABEL]
     ecomcore audit order ORDER_ID [--as-of TIME] | stock SKU --as-of TIME | refund ORDER_ID
     ecomcore audit seal | verify [--against POSITION:HASH]
+    ecomcore relay --kafka HOST:PORT [--topic NAME] [--partitions N] (--until-caught-up | --follow)
     ecomcore --version
 
 Every command takes ``--store URL``, ``--connect-timeout SECONDS``, ``--json`` and

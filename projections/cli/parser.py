@@ -18,8 +18,10 @@ from ecomcore_projections.cli.options import (
     whole_number,
 )
 from ecomcore_projections.cli.reconcile import add_reconcile_command, label
+from ecomcore_projections.cli.relay import run_relay
 from ecomcore_projections.cli.trading import run_demo, run_sweep
 from ecomcore_projections.cli.workers import run_project, run_rebuild, run_status
+from ecomcore_projections.kafka.relay import DEFAULT_PARTITIONS, DEFAULT_TOPIC
 from ecomcore_projections.runner import REGISTRY
 
 #: The largest simulated day: about an hour on a laptop.
@@ -97,6 +99,35 @@ def build_parser() -> argparse.ArgumentParser:
     option(status, "--max-lag", env="MAX_LAG", metavar="EVENTS", type=whole_number(0),
            help="exit 1 if any projection is more than EVENTS behind (or its schema is out of date)")
     status.set_defaults(command=run_status)
+
+    relay = commands.add_parser("relay", help="publish the event log to a Kafka topic, in order, at least once")
+    option(relay, "--kafka", env="KAFKA", metavar="HOST:PORT", type=str,
+           help="the Kafka bootstrap server(s), comma-separated")
+    option(relay, "--topic", env="KAFKA_TOPIC", metavar="NAME", type=str, default=DEFAULT_TOPIC,
+           help=f"the topic to publish to (default {DEFAULT_TOPIC})")
+    option(relay, "--partitions", env="KAFKA_PARTITIONS", metavar="N", type=whole_number(1, 10_000),
+           default=DEFAULT_PARTITIONS,
+           help=f"partitions of the topic when the relay creates it (default {DEFAULT_PARTITIONS})")
+    option(relay, "--replication-factor", env="KAFKA_REPLICATION_FACTOR", metavar="N", type=whole_number(1, 100),
+           default=1, help="replicas of the topic when the relay creates it (default 1)")
+    relay_mode = relay.add_mutually_exclusive_group()
+    relay_mode.add_argument("--until-caught-up", dest="mode", action="store_const", const="until-caught-up",
+                            help="publish everything up to the head, then stop "
+                                 "[env: ECOMCORE_RELAY_MODE=until-caught-up]")
+    relay_mode.add_argument("--follow", dest="mode", action="store_const", const="follow",
+                            help="keep publishing until SIGINT/SIGTERM [env: ECOMCORE_RELAY_MODE=follow]")
+    relay.set_defaults(mode=None, command=run_relay)
+    from_environment(relay, "mode", "RELAY_MODE", one_of(PROJECT_MODES), None)
+    option(relay, "--poll", env="POLL", metavar="SECONDS", type=seconds(3600), default=0.5,
+           help="seconds to wait when idle, up to 3600 (default 0.5)")
+    option(relay, "--batch-size", env="BATCH_SIZE", metavar="N", type=whole_number(1, MAX_BATCH_SIZE),
+           default=1000, help=f"events per batch (acknowledged, then the position stored), 1 to {MAX_BATCH_SIZE:,} "
+                              "(default 1000)")
+    option(relay, "--log-interval", env="LOG_INTERVAL", metavar="SECONDS", type=seconds(DAY), default=10.0,
+           help="log progress at most this often (default 10)")
+    option(relay, "--give-up-after", env="GIVE_UP_AFTER", metavar="SECONDS", type=seconds(7 * DAY), default=60.0,
+           help="with --until-caught-up: give up after this long unable to reach the broker or the store "
+                "(default 60); --follow never gives up")
 
     add_reconcile_command(commands)
 
