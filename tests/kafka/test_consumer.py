@@ -1,0 +1,174 @@
+"""``ecomcore project --source kafka`` against a real broker (tansu): a demo history relayed to a
+4-partition topic, applied by Kafka workers of one consumer group, gives the same read-model
+tables as the store-fed workers; nothing is applied twice (re-runs, a relay that publishes
+everything again); two workers share the partitions; SIGTERM ends a worker cleanly; ``status
+--source kafka`` shows each partition's position, end offset and lag."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka_broker import SESSION_TIMEOUT_MS
+
+from ecomcore_projections.cli import main
+from ecomcore_projections.read_models import REGISTRY, ReadModels, dump
+
+pytestmark = pytest.mark.stores("sqlite")
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ECOMCORE_KAFKA_SESSION_TIMEOUT_MS", str(SESSION_TIMEOUT_MS))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tables(url: str) -> dict[str, Any]:
+    read_models = ReadModels(url, create_tables=False)
+    try:
+        return {name: dump(read_models, name) for name in REGISTRY}
+    finally:
+        read_models.dispose()
+
+
+def assert_same_tables(kafka_url: str, reference_url: str) -> None:
+    got, expected = tables(kafka_url), tables(reference_url)
+    for name in REGISTRY:
+        for logical, rows in expected[name].items():
+            assert rows, f"{name}.{logical} is empty: the demo should fill it"
+            assert got[name][logical] == rows, f"{name}.{logical} differs"
+
+
+@pytest.fixture
+def relayed(capsys: pytest.CaptureFixture[str], store_url: str, kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    """A 15-order demo store relayed to a fresh 4-partition topic, and the store-fed tables."""
+    code, _, err = run(capsys, "demo", "--store", store_url, "--orders", "15", "--seed", "11", "--no-projections")
+    assert code == 0, err
+    topic = f"w-{uuid.uuid4().hex[:8]}"
+    code, _, err = run(capsys, "relay", "--store", store_url, "--kafka", kafka_bootstrap, "--topic", topic,
+                       "--partitions", "4", "--batch-size", "40", "--until-caught-up")
+    assert code == 0, err
+    reference = f"sqlite:///{tmp_path}/reference.sqlite"
+    code, out, err = run(capsys, "project", "--store", store_url, "--read-models", reference, "--until-caught-up",
+                         "--json")
+    assert code == 0, err
+    return {"topic": topic, "reference": reference, "read_models": f"sqlite:///{tmp_path}/kafka.sqlite",
+            "applied": str(json.loads(out)["applied"])}
+
+
+def kafka_worker(capsys: pytest.CaptureFixture[str], store_url: str, kafka: str, relayed: dict[str, str],
+                 *more: str) -> tuple[int, str, str]:
+    return run(capsys, "project", "--source", "kafka", "--store", store_url, "--kafka", kafka,
+               "--topic", relayed["topic"], "--read-models", relayed["read_models"], "--batch-size", "25", *more)
+
+
+def test_one_worker_equals_the_store_fed_tables_and_applies_nothing_twice(
+    capsys: pytest.CaptureFixture[str], store_url: str, kafka_bootstrap: str, relayed: dict[str, str]
+) -> None:
+    code, out, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up", "--json")
+    assert code == 0, err
+    assert json.loads(out)["applied"] == int(relayed["applied"])  # every event once, per projection
+    assert_same_tables(relayed["read_models"], relayed["reference"])
+
+    # Again: every partition is at its stored position already.
+    code, out, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up", "--json")
+    assert code == 0, err
+    assert json.loads(out)["applied"] == 0
+
+    # A relay that lost its position publishes everything again: the duplicates are skipped
+    # by event identity (the Kafka positions alone would not catch them).
+    path = store_url.split("///", 1)[1]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE ecomcore_relay_position SET position = 0")
+    code, out, err = run(capsys, "relay", "--store", store_url, "--kafka", kafka_bootstrap, "--topic",
+                         relayed["topic"], "--until-caught-up", "--json")
+    assert code == 0, err
+    assert json.loads(out)["published"] > 0
+    code, out, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up", "--json")
+    assert code == 0, err
+    assert json.loads(out)["applied"] == 0
+    assert_same_tables(relayed["read_models"], relayed["reference"])
+
+    # Status: per projection and partition, the stored position is at the end offset.
+    code, out, err = run(capsys, "status", "--source", "kafka", "--store", store_url, "--kafka", kafka_bootstrap,
+                         "--topic", relayed["topic"], "--read-models", relayed["read_models"], "--json",
+                         "--max-lag", "0")
+    assert code == 0, err
+    status = json.loads(out)
+    assert status["healthy"] is True
+    partitions = status["partitions"]
+    assert len(partitions) == 4 * len(REGISTRY)
+    # (tansu reports a partition's end as its last batch's base offset + 1: at most the true end)
+    assert all(p["lag"] == 0 and p["position"] >= p["end_offset"] > 0 for p in partitions), partitions
+    assert sum(p["end_offset"] for p in partitions if p["projection"] == "stock") > 0
+
+
+def _worker(store_url: str, kafka: str, relayed: dict[str, str], log: Path, mode: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecomcore_projections.cli", "project", "--source", "kafka", "--store", store_url,
+         "--kafka", kafka, "--topic", relayed["topic"], "--group", "pair", "--read-models", relayed["read_models"],
+         "--batch-size", "10", mode],
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "ECOMCORE_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)},
+    )
+
+
+def test_two_workers_of_one_group_together_equal_the_store_fed_tables(
+    store_url: str, kafka_bootstrap: str, relayed: dict[str, str], tmp_path: Path
+) -> None:
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    workers = [_worker(store_url, kafka_bootstrap, relayed, log, "--until-caught-up") for log in logs]
+    try:
+        codes = [worker.wait(timeout=120) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    assert codes == [0, 0], [log.read_text() for log in logs]
+    assert_same_tables(relayed["read_models"], relayed["reference"])
+    # Together they applied each event once (however the group split the partitions).
+    applied = [int(m) for log in logs for m in re.findall(r"caught up: applied (\d+) events", log.read_text())]
+    assert len(applied) == 2 and sum(applied) == int(relayed["applied"]), applied
+
+
+def test_sigterm_finishes_the_batch_leaves_the_group_and_exits_0(
+    capsys: pytest.CaptureFixture[str], store_url: str, kafka_bootstrap: str, relayed: dict[str, str],
+    tmp_path: Path
+) -> None:
+    log = tmp_path / "follow.log"
+    worker = _worker(store_url, kafka_bootstrap, relayed, log, "--follow")
+    try:
+        deadline = time.monotonic() + 60
+        while "assigned partition" not in log.read_text():
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    # Whatever it applied is whole: a worker of the same group finishes the rest exactly.
+    code, _, err = run(capsys, "project", "--source", "kafka", "--store", store_url, "--kafka", kafka_bootstrap,
+                       "--topic", relayed["topic"], "--group", "pair", "--read-models", relayed["read_models"],
+                       "--until-caught-up")
+    assert code == 0, err
+    assert_same_tables(relayed["read_models"], relayed["reference"])
