@@ -61,6 +61,9 @@ KAFKA_POSITIONS_TABLE = "rm_kafka_positions"
 DEFAULT_GROUP = "ecomcore-projections"
 #: The consumer's session timeout unless given (``ECOMCORE_KAFKA_SESSION_TIMEOUT_MS``).
 DEFAULT_SESSION_TIMEOUT_MS = 10_000
+#: How long the consumer waits for a first connection to the broker before the worker's
+#: retry loop (logged, capped back-off, ``give_up_after``) takes over; the relay's default.
+CONNECT_TIMEOUT_MS = 5000
 
 
 def _positions_table(metadata: MetaData) -> Table:
@@ -190,16 +193,22 @@ class KafkaProjector:
                     worker._needs_seek = True
                     log.info("assigned partition(s) %s of %s", sorted(worker._assigned) or "none", worker.topic)
 
-            consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                group_id=self.group,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                session_timeout_ms=self.session_timeout_ms,
-                heartbeat_interval_ms=max(100, self.session_timeout_ms // 3),
-                max_poll_records=self.batch_size,
-                request_timeout_ms=max(30_000, self.session_timeout_ms + 5000),
-            )
+            config: dict[str, Any] = {
+                "bootstrap_servers": self.bootstrap,
+                "group_id": self.group,
+                "enable_auto_commit": False,
+                "auto_offset_reset": "earliest",
+                "session_timeout_ms": self.session_timeout_ms,
+                "heartbeat_interval_ms": max(100, self.session_timeout_ms // 3),
+                "max_poll_records": self.batch_size,
+                "request_timeout_ms": max(30_000, self.session_timeout_ms + 5000),
+                "reconnect_backoff_max_ms": 5000,
+            }
+            # The client's own bootstrap wait (30 s by default) would hide an unreachable broker
+            # from the retry loop and its --give-up-after: wait as long as the relay does.
+            if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:
+                config["bootstrap_timeout_ms"] = CONNECT_TIMEOUT_MS
+            consumer = KafkaConsumer(**config)
             consumer.subscribe(topics=[self.topic], listener=Listener())
             self._consumer = consumer
         return self._consumer
