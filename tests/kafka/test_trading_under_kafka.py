@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 from kafka_broker import SESSION_TIMEOUT_MS
+from kafka_helpers import run, tables
 
-from ecomcore_projections.cli import main
-from ecomcore_projections.read_models import REGISTRY, ReadModels, dump
+from ecomcore_projections.read_models import REGISTRY
 
 pytestmark = pytest.mark.stores("sqlite")
 
@@ -34,20 +34,6 @@ PARTITIONS = 4
 def _in_tmp_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ECOMCORE_KAFKA_SESSION_TIMEOUT_MS", str(SESSION_TIMEOUT_MS))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def tables(url: str) -> dict[str, Any]:
-    read_models = ReadModels(url, create_tables=False)
-    try:
-        return {name: dump(read_models, name) for name in REGISTRY}
-    finally:
-        read_models.dispose()
 
 
 def assert_same_tables(got_url: str, reference_url: str) -> None:
