@@ -54,8 +54,10 @@ def relayed(capsys: pytest.CaptureFixture[str], store_url: str, kafka_bootstrap:
     code, out, err = run(capsys, "project", "--store", store_url, "--read-models", reference, "--until-caught-up",
                          "--json")
     assert code == 0, err
-    return {"topic": topic, "reference": reference, "read_models": f"sqlite:///{tmp_path}/kafka.sqlite",
-            "applied": str(json.loads(out)["applied"])}
+    # A group of its own: the broker outlives the test, and a group's members (or a rebalance
+    # left pending by them) must not carry over into the next test.
+    return {"topic": topic, "group": f"g-{topic}", "reference": reference,
+            "read_models": f"sqlite:///{tmp_path}/kafka.sqlite", "applied": str(json.loads(out)["applied"])}
 
 
 def kafka_worker(capsys: pytest.CaptureFixture[str], store_url: str, kafka: str, relayed: dict[str, str],
@@ -69,8 +71,11 @@ def test_one_worker_equals_the_store_fed_tables_and_applies_nothing_twice(
 ) -> None:
     code, out, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up", "--json")
     assert code == 0, err
-    assert json.loads(out)["applied"] == int(relayed["applied"])  # every event once, per projection
+    report = json.loads(out)
+    assert report["applied"] == int(relayed["applied"])  # every event once, per projection
     assert_same_tables(relayed["read_models"], relayed["reference"])
+    # Where it left each partition, per projection: at the end.
+    assert report["behind"] == 0 and len(report["lag"]) == 4 * len(REGISTRY), report
 
     # Again: every partition is at its stored position already.
     code, out, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up", "--json")
@@ -108,7 +113,7 @@ def test_one_worker_equals_the_store_fed_tables_and_applies_nothing_twice(
 def _worker(store_url: str, kafka: str, relayed: dict[str, str], log: Path, mode: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "ecomcore_projections.cli", "project", "--source", "kafka", "--store", store_url,
-         "--kafka", kafka, "--topic", relayed["topic"], "--group", "pair", "--read-models", relayed["read_models"],
+         "--kafka", kafka, "--topic", relayed["topic"], "--group", relayed["group"], "--read-models", relayed["read_models"],
          "--batch-size", "10", mode],
         stdout=subprocess.DEVNULL, stderr=log.open("wb"),
         env={**os.environ, "PYTHONUNBUFFERED": "1", "ECOMCORE_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)},
@@ -154,7 +159,45 @@ def test_sigterm_finishes_the_batch_leaves_the_group_and_exits_0(
             worker.wait()
     # Whatever it applied is whole: a worker of the same group finishes the rest exactly.
     code, _, err = run(capsys, "project", "--source", "kafka", "--store", store_url, "--kafka", kafka_bootstrap,
-                       "--topic", relayed["topic"], "--group", "pair", "--read-models", relayed["read_models"],
+                       "--topic", relayed["topic"], "--group", relayed["group"], "--read-models", relayed["read_models"],
                        "--until-caught-up")
     assert code == 0, err
     assert_same_tables(relayed["read_models"], relayed["reference"])
+
+
+def test_store_fed_and_kafka_fed_workers_never_feed_the_same_tables(
+    capsys: pytest.CaptureFixture[str], store_url: str, kafka_bootstrap: str, relayed: dict[str, str]
+) -> None:
+    # Their positions count differently (a notification id, per-partition offsets): each
+    # would apply what the other applied. The second source is refused, nothing changes.
+    code, _, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up")
+    assert code == 0, err
+    before = tables(relayed["read_models"])
+    for argv in (("project", "--store", store_url, "--read-models", relayed["read_models"], "--until-caught-up"),
+                 ("rebuild", "stock", "--store", store_url, "--read-models", relayed["read_models"]),
+                 ("rebuild", "stock", "--check", "--store", store_url, "--read-models", relayed["read_models"])):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "[mixed_sources]" in err and "fed from Kafka" in err, (argv, code, err)
+    assert tables(relayed["read_models"]) == before
+
+    # And the other way round: the store-fed reference refuses a Kafka-fed worker.
+    before = tables(relayed["reference"])
+    code, _, err = run(capsys, "project", "--source", "kafka", "--store", store_url, "--kafka", kafka_bootstrap,
+                       "--topic", relayed["topic"], "--read-models", relayed["reference"], "--until-caught-up")
+    assert code == 2 and "[mixed_sources]" in err and "fed from the store's log" in err, (code, err)
+    assert tables(relayed["reference"]) == before
+
+
+@pytest.mark.parametrize("given", [("--session-timeout", "999"), ("--session-timeout", "600001"),
+                                   ("--session-timeout", "ten")])
+def test_the_session_timeout_is_bounded(capsys: pytest.CaptureFixture[str], given: tuple[str, str]) -> None:
+    code, _, err = run(capsys, "project", "--source", "kafka", "--kafka", "127.0.0.1:9", "--until-caught-up", *given)
+    assert code == 2 and "--session-timeout" in err, err
+
+
+def test_the_session_timeout_from_the_environment_is_bounded(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECOMCORE_KAFKA_SESSION_TIMEOUT_MS", "50")
+    code, _, err = run(capsys, "project", "--source", "kafka", "--kafka", "127.0.0.1:9", "--until-caught-up")
+    assert code == 2 and "ECOMCORE_KAFKA_SESSION_TIMEOUT_MS" in err, err

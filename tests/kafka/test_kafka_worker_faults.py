@@ -129,9 +129,10 @@ def test_any_interleaving_of_the_partitions_gives_the_store_fed_tables(
 
 
 def _worker(store_url: str, kafka: str, topic: str, read_models: str, log: Path) -> subprocess.Popen[bytes]:
+    # The group is named after the topic: each test has its own (the broker outlives the test).
     return subprocess.Popen(
         [sys.executable, "-m", "ecomcore", "project", "--source", "kafka", "--store", store_url, "--kafka", kafka,
-         "--topic", topic, "--group", "killed", "--read-models", read_models, "--batch-size", "3",
+         "--topic", topic, "--group", f"g-{topic}", "--read-models", read_models, "--batch-size", "3",
          "--log-interval", "0.5", "--follow"],
         stdout=subprocess.DEVNULL, stderr=log.open("wb"),
         env={**os.environ, "PYTHONUNBUFFERED": "1", "ECOMCORE_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)},
@@ -194,13 +195,13 @@ def test_a_worker_killed_mid_stream_is_replaced_nothing_lost_nothing_twice(
 
     # A worker of the group that runs until caught up finishes whatever is left, exactly once.
     code, out, err = run(capsys, "project", "--source", "kafka", "--store", store_url, "--kafka", kafka_bootstrap,
-                         "--topic", topic, "--group", "killed", "--read-models", read_models, "--until-caught-up",
+                         "--topic", topic, "--group", f"g-{topic}", "--read-models", read_models, "--until-caught-up",
                          "--json")
     assert code == 0, err
     assert_same_tables(read_models, reference)
     assert _applied_positions(db) == every
     code, out, err = run(capsys, "project", "--source", "kafka", "--store", store_url, "--kafka", kafka_bootstrap,
-                         "--topic", topic, "--group", "killed", "--read-models", read_models, "--until-caught-up",
+                         "--topic", topic, "--group", f"g-{topic}", "--read-models", read_models, "--until-caught-up",
                          "--json")
     assert code == 0, err
     assert json.loads(out)["applied"] == 0
