@@ -4,6 +4,7 @@ Projections depend on :mod:`ecomcore`; the domain never imports them.
 """
 
 from ecomcore_projections.base import (
+    MixedSources,
     Projection,
     ProjectionFailed,
     ProjectionInconsistency,
@@ -35,6 +36,7 @@ __all__ = [
     "REGISTRY",
     "Batch",
     "Lag",
+    "MixedSources",
     "OrderStatusProjection",
     "OrderStatusQueries",
     "Projection",

@@ -159,6 +159,22 @@ class UnknownProjection(ReadModelError):
     code = "unknown_projection"
 
 
+class MixedSources(ReadModelError):
+    """A projection's tables fed from the store's log and from Kafka: each would apply the
+    events the other applied (their positions count differently), so the second is refused."""
+
+    code = "mixed_sources"
+
+    def __init__(self, projection: str, fed_from: str, refused: str) -> None:
+        self.projection, self.fed_from, self.refused = projection, fed_from, refused
+        super().__init__(
+            f"the {projection} tables of this read-model database are fed from {fed_from}; {refused} would apply "
+            f"their events a second time: give it a read-model database of its own (--read-models)",
+            projection=projection,
+            fed_from=fed_from,
+        )
+
+
 def describe_cause(cause: BaseException) -> str:
     """One line for a person: the error's type and first line, without SQL or parameters."""
     original = getattr(cause, "orig", None)  # SQLAlchemy wraps the driver's error

@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ecomcore.infrastructure.catalogue import sqlalchemy_url
 from ecomcore_projections.base import (
+    MixedSources,
     Projection,
     UnknownProjection,
     live_name,
@@ -48,6 +49,8 @@ REGISTRY: dict[str, str] = {
 }
 
 POSITIONS_TABLE = "rm_projection_positions"
+#: Where Kafka-fed workers keep their positions (topic, partition, next offset) per projection.
+KAFKA_POSITIONS_TABLE = "rm_kafka_positions"
 #: The schema version a position row written before versions were recorded stands for.
 UNVERSIONED = 1
 
@@ -142,6 +145,22 @@ class ReadModels:
             conn.execute(update(p).where(p.c.name == name).values(name=p.c.name))
         found = conn.execute(query).one()
         return StoredPosition(int(found[0]), int(found[1]))
+
+    def kafka_fed(self, name: str, conn: Connection | None = None) -> bool:
+        """Whether Kafka-fed workers applied records to ``name``'s tables here."""
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.kafka_fed(name, own)
+        if not inspect(conn).has_table(KAFKA_POSITIONS_TABLE):
+            return False
+        query = text(f"SELECT 1 FROM {KAFKA_POSITIONS_TABLE} WHERE projection = :name LIMIT 1")
+        return conn.execute(query, {"name": name}).first() is not None
+
+    def refuse_if_kafka_fed(self, name: str, what: str) -> None:
+        """Raise :class:`MixedSources` when ``name``'s tables here are fed from Kafka: ``what``
+        (a store-fed worker, a rebuild) would apply the events again."""
+        if self.kafka_fed(name):
+            raise MixedSources(name, "Kafka", what)
 
     def set_position(
         self, conn: Connection, name: str, expected: int, new: int, *, schema_version: int | None = None

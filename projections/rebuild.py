@@ -85,6 +85,7 @@ def rebuild(
     """
     cls = read_models.projection_class(name)
     expected = cls.schema_version
+    read_models.refuse_if_kafka_fed(name, "a rebuild from the store")
     if check:
         stored = read_models.stored(name)
         if stored is not None and stored.schema_version != expected:

@@ -192,6 +192,7 @@ class Projector:
         faulty_since: float | None = None
         applied = 0
         tables_ready = not create_tables
+        sources_checked = False
         log.info("projecting %s", ", ".join(self._targets))
         while not stop.is_set():
             try:
@@ -199,6 +200,10 @@ class Projector:
                     self.read_models.create_tables()
                     tables_ready = True
                     log.info("starting from position(s) %s", self._positions_text())
+                if not sources_checked:
+                    for target in self._targets.values():
+                        self.read_models.refuse_if_kafka_fed(target.key, "a store-fed worker")
+                    sources_checked = True
                 done = self.catch_up(stop=stop)
             except Exception as error:
                 if not is_transient(error):

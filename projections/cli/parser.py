@@ -21,7 +21,7 @@ from ecomcore_projections.cli.reconcile import add_reconcile_command, label
 from ecomcore_projections.cli.relay import run_relay
 from ecomcore_projections.cli.trading import run_demo, run_sweep
 from ecomcore_projections.cli.workers import run_project, run_rebuild, run_status
-from ecomcore_projections.kafka.consumer import DEFAULT_GROUP
+from ecomcore_projections.kafka.consumer import DEFAULT_GROUP, DEFAULT_SESSION_TIMEOUT_MS
 from ecomcore_projections.kafka.relay import DEFAULT_PARTITIONS, DEFAULT_TOPIC
 from ecomcore_projections.runner import REGISTRY
 
@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
            help="with --until-caught-up: give up after this long unable to reach a database "
                 "(default 60); --follow never gives up")
     add_kafka_source(project)
+    option(project, "--session-timeout", env="KAFKA_SESSION_TIMEOUT_MS", metavar="MS",
+           type=whole_number(1000, 600_000), default=DEFAULT_SESSION_TIMEOUT_MS,
+           help="with --source kafka: the consumer group's session timeout in milliseconds: a worker "
+                f"that stops heartbeating loses its partitions after it (default {DEFAULT_SESSION_TIMEOUT_MS})")
 
     rebuild = commands.add_parser("rebuild", help="rebuild read models from zero (shadow tables, swapped in)")
     rebuild.add_argument("name", nargs="?", metavar="NAME", help=f"one of: {', '.join(REGISTRY)}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import threading
 import time
 from dataclasses import asdict
@@ -22,6 +21,7 @@ from ecomcore_projections.cli.stores import (
 )
 from ecomcore_projections.faults import is_transient
 from ecomcore_projections.kafka.consumer import DEFAULT_SESSION_TIMEOUT_MS, KafkaProjector
+from ecomcore_projections.kafka.relay import is_kafka_fault
 from ecomcore_projections.progress import ProgressReporter
 from ecomcore_projections.rebuild import Snapshot, rebuild, rebuild_as_of
 from ecomcore_projections.runner import REGISTRY, Projector
@@ -81,21 +81,12 @@ def run_project(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _session_timeout_ms() -> int:
-    """The Kafka consumer's session timeout: ``ECOMCORE_KAFKA_SESSION_TIMEOUT_MS`` (default 10000)."""
-    text = os.environ.get("ECOMCORE_KAFKA_SESSION_TIMEOUT_MS", "").strip()
-    if not text:
-        return DEFAULT_SESSION_TIMEOUT_MS
-    if not text.isdigit() or not 1000 <= int(text) <= 600_000:
-        raise UsageError(f"ECOMCORE_KAFKA_SESSION_TIMEOUT_MS must be milliseconds from 1000 to 600000, got {text!r}")
-    return int(text)
-
-
 def _kafka_projector(args: argparse.Namespace, store: Any, read_models: Any, names: list[str] | None) -> KafkaProjector:
     if not args.kafka:
         raise UsageError("--source kafka needs the broker: --kafka HOST:PORT (or ECOMCORE_KAFKA)")
     return KafkaProjector(store, read_models, args.kafka, names, topic=args.topic, group=args.group,
-                          batch_size=getattr(args, "batch_size", 1000), session_timeout_ms=_session_timeout_ms(),
+                          batch_size=getattr(args, "batch_size", 1000),
+                          session_timeout_ms=getattr(args, "session_timeout", DEFAULT_SESSION_TIMEOUT_MS),
                           log_interval=getattr(args, "log_interval", 10.0))
 
 
@@ -119,14 +110,25 @@ def _run_project_kafka(args: argparse.Namespace) -> int:
         started = time.monotonic()
         applied = projector.run(stop, follow=follow, give_up_after=None if follow else args.give_up_after)
         elapsed = time.monotonic() - started
+        try:  # where this worker left every partition (all of them: the group may have moved some)
+            lags: list[Any] | None = projector.lag()
+            unknown = None
+        except Exception as error:
+            if not is_transient(error) and not is_kafka_fault(error):
+                raise
+            lags, unknown = None, describe_cause(error)  # the broker or a database went away meanwhile
     finally:
         close_read_models(read_models)
         store.close()
+    behind = None if lags is None else sum(lag.lag for lag in lags)
     if args.json:
         print(json.dumps({"applied": applied, "seconds": round(elapsed, 3), "topic": args.topic,
-                          "group": args.group}, indent=2))
+                          "group": args.group, "behind": behind,
+                          "lag": None if lags is None else [asdict(lag) for lag in lags],
+                          **({"lag_unknown": unknown} if unknown else {})}, indent=2))
     else:
-        print(f"applied {applied} events from {args.topic} (group {args.group}) in {elapsed:.1f} s")
+        left = f"lag unknown: {unknown}" if lags is None else f"{behind} records behind in all"
+        print(f"applied {applied} events from {args.topic} (group {args.group}) in {elapsed:.1f} s; {left}")
     return EXIT_OK
 
 

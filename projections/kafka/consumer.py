@@ -50,20 +50,23 @@ from ecomcore import StoreCorrupted
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.renames import former_topics
 from ecomcore.infrastructure.store import EventStore
-from ecomcore_projections.base import Projection, ProjectionFailed, SchemaMismatch, describe_cause
+from ecomcore_projections.base import MixedSources, Projection, ProjectionFailed, SchemaMismatch, describe_cause
 from ecomcore_projections.faults import Backoff, is_transient
 from ecomcore_projections.kafka.relay import DEFAULT_TOPIC, KafkaUnavailable, is_kafka_fault
-from ecomcore_projections.read_models import ReadModels
+from ecomcore_projections.read_models import KAFKA_POSITIONS_TABLE, ReadModels
 
 log = logging.getLogger("ecomcore.projections")
 
-KAFKA_POSITIONS_TABLE = "rm_kafka_positions"
 DEFAULT_GROUP = "ecomcore-projections"
 #: The consumer's session timeout unless given (``ECOMCORE_KAFKA_SESSION_TIMEOUT_MS``).
 DEFAULT_SESSION_TIMEOUT_MS = 10_000
 #: How long the consumer waits for a first connection to the broker before the worker's
 #: retry loop (logged, capped back-off, ``give_up_after``) takes over; the relay's default.
 CONNECT_TIMEOUT_MS = 5000
+#: How long a worker may go between polls before the group gives its partitions to others
+#: (Kafka's ``max.poll.interval.ms``, also how long a rebalance waits for a live member);
+#: a batch takes well under a second, so a minute only ever catches a stuck worker.
+MAX_POLL_INTERVAL_MS = 60_000
 
 
 def _positions_table(metadata: MetaData) -> Table:
@@ -201,6 +204,7 @@ class KafkaProjector:
                 "session_timeout_ms": self.session_timeout_ms,
                 "heartbeat_interval_ms": max(100, self.session_timeout_ms // 3),
                 "max_poll_records": self.batch_size,
+                "max_poll_interval_ms": max(MAX_POLL_INTERVAL_MS, self.session_timeout_ms),
                 "request_timeout_ms": max(30_000, self.session_timeout_ms + 5000),
                 "reconnect_backoff_max_ms": 5000,
             }
@@ -277,6 +281,8 @@ class KafkaProjector:
                 stored = self.read_models.lock(conn, name, expected)
                 if stored.schema_version != expected:
                     raise SchemaMismatch(name, stored.schema_version, expected)
+                if stored.position > 0:  # a store-fed worker's (or a rebuild's) position
+                    raise MixedSources(name, "the store's log", "a Kafka-fed worker")
                 positions = self.stored_positions(name, conn)
                 moved: dict[int, PartitionPosition] = {}
                 fresh: list[tuple[int, DomainEvent]] = []
@@ -359,6 +365,7 @@ class KafkaProjector:
         stop = stop or threading.Event()
         backoff = backoff or Backoff()
         faulty_since: float | None = None
+        waiting_since: float | None = None  # for the group to assign partitions
         applied = since_log = 0
         last_log = time.monotonic()
         tables_ready = not create_tables
@@ -393,6 +400,14 @@ class KafkaProjector:
                 applied += done
                 since_log += done
                 now = time.monotonic()
+                if self._joined:
+                    waiting_since = None
+                elif waiting_since is None:
+                    waiting_since = now
+                elif now - last_log >= self.log_interval:
+                    log.info("waiting for group %s to assign partitions of %s (%.0f s)", self.group, self.topic,
+                             now - waiting_since)
+                    last_log = now
                 if since_log and now - last_log >= self.log_interval:
                     log.info("applied %d events (%.0f events/s); %s", since_log, since_log / (now - last_log),
                              self._lag_text())
@@ -423,8 +438,11 @@ class KafkaProjector:
         consumer = self._consumer
         own = consumer is None
         if own:
-            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                     request_timeout_ms=max(30_000, self.session_timeout_ms + 5000))
+            config: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "enable_auto_commit": False,
+                                      "request_timeout_ms": max(30_000, self.session_timeout_ms + 5000)}
+            if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:  # not 30 s for a broker that is down
+                config["bootstrap_timeout_ms"] = CONNECT_TIMEOUT_MS
+            consumer = KafkaConsumer(**config)
         try:
             if partitions is None:
                 partitions = sorted(consumer.partitions_for_topic(self.topic) or ())

@@ -250,8 +250,12 @@ class Relay:
             if self.topic in set(admin.list_topics()):
                 return
             try:
-                admin.create_topics([NewTopic(self.topic, self.partitions, self.replication_factor)])
-                log.info("created topic %s with %d partition(s)", self.topic, self.partitions)
+                # Kept for ever (the broker's default deletes after 7 days): a new Kafka-fed
+                # read-model database replays the topic from its first record.
+                admin.create_topics([NewTopic(self.topic, self.partitions, self.replication_factor,
+                                              topic_configs={"retention.ms": "-1"})])
+                log.info("created topic %s with %d partition(s), kept for ever (retention.ms=-1)",
+                         self.topic, self.partitions)
             except TopicAlreadyExistsError:
                 pass
         finally:

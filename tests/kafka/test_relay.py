@@ -207,3 +207,18 @@ def test_an_unreachable_broker_is_retried_then_given_up(
     assert len(errors) == 1 and errors[0].startswith("error [kafka_unavailable]: gave up after"), err
     assert "retrying in" in err  # logged and retried, not a crash
     assert elapsed < 20
+
+
+def test_the_topic_it_creates_keeps_its_records_for_ever(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, store_url: str, kafka_bootstrap: str
+) -> None:
+    # A Kafka-fed read-model database started later replays the topic from its first record,
+    # so the relay does not leave retention at the broker's default (7 days on Kafka). tansu
+    # does not report topic configs back: this reads the CreateTopics request as sent.
+    demo(capsys, store_url, 2)
+    topic = f"r-{uuid.uuid4().hex[:8]}"
+    with caplog.at_level("DEBUG", logger="kafka"):
+        code, _, err = relay(capsys, store_url, kafka_bootstrap, topic, "--until-caught-up")
+    assert code == 0, err
+    sent = [r.getMessage() for r in caplog.records if "CreateTopicsRequest" in r.getMessage()]
+    assert sent and all(topic in line and "retention.ms" in line and "'-1'" in line for line in sent), sent
