@@ -8,8 +8,12 @@ a fault of the data or the code, and retrying it would only repeat it.
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
@@ -96,3 +100,42 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = 0.0
+
+
+class Faults:
+    """A worker's faults in a row (the store's, the read models', the broker's): each is
+    logged and waited out with capped back-off, and a run that does not follow gives up
+    once they have lasted ``give_up_after`` seconds.  Which faults are worth waiting out
+    is the caller's to decide (:func:`is_transient`, a broker's faults)."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        stop: threading.Event,
+        *,
+        follow: bool,
+        give_up_after: float | None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.log, self.stop, self.follow, self.give_up_after = log, stop, follow, give_up_after
+        self.backoff = backoff or Backoff()
+        self.since: float | None = None
+
+    def wait_out(self, error: BaseException, what: str, give_up: Callable[[str], BaseException]) -> None:
+        """Log ``what`` went wrong and wait before the next try (less if ``stop`` is set);
+        raise ``give_up(message)`` instead once a run that does not follow has had faults
+        for ``give_up_after`` seconds."""
+        now = time.monotonic()
+        self.since = self.since or now
+        if not self.follow and self.give_up_after is not None and now - self.since >= self.give_up_after:
+            raise give_up(f"gave up after {now - self.since:.0f} s of faults: {what}") from error
+        delay = self.backoff.next_delay()
+        self.log.warning("%s; retrying in %.1f s", what, delay)
+        self.stop.wait(delay)
+
+    def recovered(self) -> None:
+        """A try went through: the next fault starts a new run of them."""
+        if self.since is not None:
+            self.log.info("recovered after %.1f s", time.monotonic() - self.since)
+            self.since = None
+            self.backoff.reset()

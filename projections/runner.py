@@ -49,7 +49,7 @@ from ecomcore_projections.base import (
     SchemaMismatch,
     describe_cause,
 )
-from ecomcore_projections.faults import Backoff, is_transient
+from ecomcore_projections.faults import Backoff, Faults, is_transient
 from ecomcore_projections.read_models import (
     POSITIONS_TABLE,
     REGISTRY,
@@ -188,8 +188,7 @@ class Projector:
         that cannot be reached yet).
         """
         stop = stop or threading.Event()
-        backoff = backoff or Backoff()
-        faulty_since: float | None = None
+        faults = Faults(log, stop, follow=follow, give_up_after=give_up_after, backoff=backoff)
         applied = 0
         tables_ready = not create_tables
         sources_checked = False
@@ -208,20 +207,9 @@ class Projector:
             except Exception as error:
                 if not is_transient(error):
                     raise
-                now = time.monotonic()
-                faulty_since = faulty_since or now
-                if not follow and give_up_after is not None and now - faulty_since >= give_up_after:
-                    raise ReadModelsUnavailable(
-                        f"gave up after {now - faulty_since:.0f} s of faults: {describe_cause(error)}"
-                    ) from error
-                delay = backoff.next_delay()
-                log.warning("%s; retrying in %.1f s", describe_cause(error), delay)
-                stop.wait(delay)
+                faults.wait_out(error, describe_cause(error), ReadModelsUnavailable)
                 continue
-            if faulty_since is not None:
-                log.info("recovered after %.1f s", time.monotonic() - faulty_since)
-                faulty_since = None
-                backoff.reset()
+            faults.recovered()
             applied += done
             if not follow:
                 break

@@ -51,9 +51,10 @@ from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.renames import former_topics
 from ecomcore.infrastructure.store import EventStore
 from ecomcore_projections.base import MixedSources, Projection, ProjectionFailed, SchemaMismatch, describe_cause
-from ecomcore_projections.faults import Backoff, is_transient
+from ecomcore_projections.faults import Backoff, Faults, is_transient
 from ecomcore_projections.kafka.relay import DEFAULT_TOPIC, KafkaUnavailable, is_kafka_fault
 from ecomcore_projections.read_models import KAFKA_POSITIONS_TABLE, ReadModels
+from ecomcore_projections.runner import ReadModelsUnavailable
 
 log = logging.getLogger("ecomcore.projections")
 
@@ -363,8 +364,7 @@ class KafkaProjector:
         ``stop`` is set); faults of the broker and the databases are retried with capped
         back-off.  Stops between batches once ``stop`` is set, leaving the group."""
         stop = stop or threading.Event()
-        backoff = backoff or Backoff()
-        faulty_since: float | None = None
+        faults = Faults(log, stop, follow=follow, give_up_after=give_up_after, backoff=backoff)
         waiting_since: float | None = None  # for the group to assign partitions
         applied = since_log = 0
         last_log = time.monotonic()
@@ -384,19 +384,10 @@ class KafkaProjector:
                         raise
                     if kafka:
                         self.close()
-                    now = time.monotonic()
-                    faulty_since = faulty_since or now
                     what = f"Kafka {self.bootstrap}: {error}" if kafka else describe_cause(error)
-                    if not follow and give_up_after is not None and now - faulty_since >= give_up_after:
-                        raise KafkaUnavailable(f"gave up after {now - faulty_since:.0f} s of faults: {what}") from error
-                    delay = backoff.next_delay()
-                    log.warning("%s; retrying in %.1f s", what, delay)
-                    stop.wait(delay)
+                    faults.wait_out(error, what, KafkaUnavailable if kafka else ReadModelsUnavailable)
                     continue
-                if faulty_since is not None:
-                    log.info("recovered after %.1f s", time.monotonic() - faulty_since)
-                    faulty_since = None
-                    backoff.reset()
+                faults.recovered()
                 applied += done
                 since_log += done
                 now = time.monotonic()

@@ -48,7 +48,7 @@ from ecomcore import EcomcoreError, StoreCorrupted
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.infrastructure.store import EventStore
 from ecomcore_projections.base import describe_cause
-from ecomcore_projections.faults import Backoff, is_transient
+from ecomcore_projections.faults import Backoff, Faults, is_transient
 
 log = logging.getLogger("ecomcore.relay")
 
@@ -358,8 +358,7 @@ class Relay:
         the broker and the store with capped back-off; only a run that does not follow gives
         up, after ``give_up_after`` seconds of faults in a row."""
         stop = stop or threading.Event()
-        backoff = backoff or Backoff()
-        faulty_since: float | None = None
+        faults = Faults(log, stop, follow=follow, give_up_after=give_up_after, backoff=backoff)
         published = 0
         started = last_log = time.monotonic()
         since_log = 0
@@ -373,20 +372,10 @@ class Relay:
                     raise
                 self._drop_producer()
                 self.position = None  # read it again: records may have to be published again
-                now = time.monotonic()
-                faulty_since = faulty_since or now
                 what = f"Kafka {self.bootstrap}: {error}" if kafka else describe_cause(error)
-                if not follow and give_up_after is not None and now - faulty_since >= give_up_after:
-                    cls = KafkaUnavailable if kafka else _StoreUnavailable
-                    raise cls(f"gave up after {now - faulty_since:.0f} s of faults: {what}") from error
-                delay = backoff.next_delay()
-                log.warning("%s; retrying in %.1f s", what, delay)
-                stop.wait(delay)
+                faults.wait_out(error, what, KafkaUnavailable if kafka else _StoreUnavailable)
                 continue
-            if faulty_since is not None:
-                log.info("recovered after %.1f s", time.monotonic() - faulty_since)
-                faulty_since = None
-                backoff.reset()
+            faults.recovered()
             published += done
             since_log += done
             now = time.monotonic()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import sqlite3
+import threading
 
 import psycopg
 import pytest
@@ -11,7 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ecomcore_projections.base import ProjectionFailed, SchemaMismatch
-from ecomcore_projections.faults import Backoff, is_transient
+from ecomcore_projections.faults import Backoff, Faults, is_transient
 
 
 def _sqlalchemy_error(tmp_path, sql: str, *, locked: bool = False) -> BaseException:
@@ -68,3 +71,35 @@ def test_backoff_doubles_up_to_its_cap_and_starts_again_after_a_reset():
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
     backoff.reset()
     assert backoff.next_delay() == 0.5
+
+
+class _GaveUp(Exception):
+    pass
+
+
+def test_faults_are_waited_out_and_only_a_run_that_does_not_follow_gives_up(caplog):
+    log = logging.getLogger("test.faults")
+    error = ConnectionError("refused")
+    stopped = threading.Event()
+    stopped.set()  # the waits return at once: no sleeping in tests
+
+    following = Faults(log, stopped, follow=True, give_up_after=0.0, backoff=Backoff(initial=0.5))
+    with caplog.at_level(logging.INFO, logger="test.faults"):
+        following.wait_out(error, "the store: refused", _GaveUp)  # never gives up
+        following.wait_out(error, "the store: refused", _GaveUp)
+        assert following.since is not None
+        following.recovered()
+    assert following.since is None
+    lines = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(r"the store: refused; retrying in \d+\.\d s", lines[0]), lines
+    assert float(lines[1].split()[-2]) > float(lines[0].split()[-2])  # backing off
+    assert lines[2].startswith("recovered after ")
+    assert following.backoff.next_delay() < 0.6  # the back-off starts again
+
+    catching_up = Faults(log, stopped, follow=False, give_up_after=0.0)
+    with pytest.raises(_GaveUp, match=r"gave up after 0 s of faults: the store: refused") as caught:
+        catching_up.wait_out(error, "the store: refused", _GaveUp)
+    assert caught.value.__cause__ is error
+
+    patient = Faults(log, stopped, follow=False, give_up_after=3600.0)
+    patient.wait_out(error, "the store: refused", _GaveUp)  # not yet
