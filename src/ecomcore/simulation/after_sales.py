@@ -7,6 +7,7 @@ from datetime import timedelta
 from uuid import UUID
 
 from ecomcore.application.receipts import PaymentReceipt
+from ecomcore.domain.after_sales import LineRefundable
 from ecomcore.domain.order import Order, OrderState
 from ecomcore.domain.shipment import ShipmentState
 from ecomcore.simulation.day import Day
@@ -44,12 +45,14 @@ def customers_ask_for_after_sales(day: Day) -> None:
     one of them without a good reason (rejected); the others send parcels back."""
     day.wait_until(2, 12)
     paid = (day.shop.order(oid) for oid in day.paid_orders)
-    delivered = [order for order in paid if order.state is OrderState.DELIVERED]
+    # Only orders with delivered units still kept: a line may have been refunded in full
+    # before it shipped (a merchant out of the item).
+    delivered = [order for order in paid if order.state is OrderState.DELIVERED and _kept_lines(order)]
     if not delivered:
         return
     day.rng.shuffle(delivered)
     missing = delivered.pop()
-    _refund(day, missing.id, {missing.lines[0].line_no: 1}, "one item missing from the parcel")
+    _refund(day, missing.id, {_kept_lines(missing)[0].line_no: 1}, "one item missing from the parcel")
     for n, order in enumerate(delivered[: max(2, len(delivered) // 8)]):
         _ask_to_return(day, order, rejected=n == 0 and len(delivered) > 2)
 
@@ -57,7 +60,7 @@ def customers_ask_for_after_sales(day: Day) -> None:
 def _ask_to_return(day: Day, order: Order, *, rejected: bool) -> None:
     """The customer sends back some delivered units, unless the merchant rejects the request."""
     shop = day.shop
-    line = day.rng.choice([line for line in order.refundable().lines if line.delivered])
+    line = day.rng.choice(_kept_lines(order))
     units = day.rng.randint(1, line.delivered)
     return_id = shop.request_return(
         order_id=order.id, customer_id=order.customer_id, lines={line.line_no: units},
@@ -73,6 +76,12 @@ def _ask_to_return(day: Day, order: Order, *, rejected: bool) -> None:
         order_id=order.id, return_id=return_id, carrier="SF", tracking_number=day.ids.return_waybill()
     )
     day.after_sales.open_returns.append((order.id, return_id))
+
+
+def _kept_lines(order: Order) -> list[LineRefundable]:
+    """The order's lines with delivered units the customer still has (not refunded, not on
+    their way back)."""
+    return [line for line in order.refundable().lines if line.delivered]
 
 
 def returns_arrive(day: Day) -> None:
