@@ -11,6 +11,7 @@ from ecomcore_projections.base import (
     Queries,
     ReadModelError,
     SchemaMismatch,
+    TopicRewound,
     UnknownProjection,
     handles,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Status",
     "StockProjection",
     "StockQueries",
+    "TopicRewound",
     "UnknownProjection",
     "handles",
     "rebuild",

@@ -159,6 +159,21 @@ class UnknownProjection(ReadModelError):
     code = "unknown_projection"
 
 
+class TopicRewound(ReadModelError):
+    """A Kafka partition no longer holds what a projection's stored position says it read:
+    the topic was deleted and created again, or the broker lost records."""
+
+    code = "kafka_topic_rewound"
+
+    def __init__(self, topic: str, partition: int, detail: str) -> None:
+        super().__init__(
+            f"partition {partition} of topic {topic} {detail}: the topic was deleted and created again, or the "
+            "broker lost records. Nothing was applied from it: start Kafka-fed workers on a new read-model "
+            "database (--read-models), or use store-fed ones",
+            topic=topic, partition=partition,
+        )
+
+
 class MixedSources(ReadModelError):
     """A projection's tables fed from the store's log and from Kafka: each would apply the
     events the other applied (their positions count differently), so the second is refused."""

@@ -50,7 +50,14 @@ from ecomcore import StoreCorrupted
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.domain.renames import former_topics
 from ecomcore.infrastructure.store import EventStore
-from ecomcore_projections.base import MixedSources, Projection, ProjectionFailed, SchemaMismatch, describe_cause
+from ecomcore_projections.base import (
+    MixedSources,
+    Projection,
+    ProjectionFailed,
+    SchemaMismatch,
+    TopicRewound,
+    describe_cause,
+)
 from ecomcore_projections.faults import Backoff, Faults, is_transient
 from ecomcore_projections.kafka.relay import DEFAULT_TOPIC, KafkaUnavailable, is_kafka_fault
 from ecomcore_projections.read_models import KAFKA_POSITIONS_TABLE, ReadModels
@@ -68,6 +75,8 @@ CONNECT_TIMEOUT_MS = 5000
 #: (Kafka's ``max.poll.interval.ms``, also how long a rebalance waits for a live member);
 #: a batch takes well under a second, so a minute only ever catches a stuck worker.
 MAX_POLL_INTERVAL_MS = 60_000
+#: How long a progress line waits for the broker's end offsets (not the worker's 30 s).
+LAG_LOG_TIMEOUT_MS = 2000
 
 
 def _positions_table(metadata: MetaData) -> Table:
@@ -145,6 +154,7 @@ class KafkaProjector:
         self._assigned: set[int] = set()
         self._joined = False
         self._needs_seek = False
+        self._rebalanced = False
         self._polled_nothing = False
 
     # ------------------------------------------------------------------ positions
@@ -194,14 +204,25 @@ class KafkaProjector:
                 def on_partitions_assigned(self, assigned: Any) -> None:
                     worker._assigned = {tp.partition for tp in assigned if tp.topic == worker.topic}
                     worker._joined = True
-                    worker._needs_seek = True
+                    worker._rebalanced = True
                     log.info("assigned partition(s) %s of %s", sorted(worker._assigned) or "none", worker.topic)
+                    # Here, before the poll looks for positions: the consumer has no offset
+                    # reset policy (a stored position past a partition's end must not quietly
+                    # become its start), so every assigned partition needs one now.
+                    try:
+                        worker._seek_to_stored()
+                    except Exception as error:  # the read models unreachable: after the poll, again
+                        log.warning("reading the stored positions: %s", describe_cause(error))
+                        worker._needs_seek = True
 
             config: dict[str, Any] = {
                 "bootstrap_servers": self.bootstrap,
                 "group_id": self.group,
                 "enable_auto_commit": False,
-                "auto_offset_reset": "earliest",
+                "auto_offset_reset": "none",
+                # Only the relay creates the topic (with its partitions and retention): a worker
+                # started first waits for it rather than have the broker create a default one.
+                "allow_auto_create_topics": False,
                 "session_timeout_ms": self.session_timeout_ms,
                 "heartbeat_interval_ms": max(100, self.session_timeout_ms // 3),
                 "max_poll_records": self.batch_size,
@@ -219,7 +240,8 @@ class KafkaProjector:
         return self._consumer
 
     def _seek_to_stored(self) -> None:
-        """Seek every assigned partition to the lowest stored position of this worker's projections."""
+        """Seek every assigned partition to the lowest stored position of this worker's projections
+        (one record before it)."""
         from kafka import TopicPartition
 
         consumer = self._consumer
@@ -231,7 +253,9 @@ class KafkaProjector:
             if start == 0:
                 consumer.seek_to_beginning(tp)
             else:
-                consumer.seek(tp, start)
+                # From the last record applied, read again as a check: in a topic deleted and
+                # filled again, the record there is not one applied (see ``apply``).
+                consumer.seek(tp, start - 1)
         self._needs_seek = False
 
     def close(self) -> None:
@@ -290,6 +314,13 @@ class KafkaProjector:
                 for record in records:
                     current = moved.get(record.partition) or positions.get(record.partition, PartitionPosition(0, 0))
                     if record.offset < current.next_offset:
+                        if record.notification_id > current.last_notification_id:
+                            raise TopicRewound(
+                                self.topic, record.partition,
+                                f"holds event #{record.notification_id} at offset {record.offset}, below projection "
+                                f"{name}'s stored position {current.next_offset} (which had applied up to event "
+                                f"#{current.last_notification_id})",
+                            )
                         continue  # applied before (a rebalance, a second worker, a restart)
                     duplicate = record.notification_id <= current.last_notification_id
                     moved[record.partition] = PartitionPosition(
@@ -317,14 +348,25 @@ class KafkaProjector:
 
     def poll_once(self, timeout_ms: int = 500) -> int:
         """Poll one batch and apply it to every projection; returns how many events were applied."""
+        from kafka.errors import OffsetOutOfRangeError
+
         consumer = self._ensure_consumer()
         if self._needs_seek:
             self._seek_to_stored()
-        polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size)
+        self._rebalanced = False
+        try:
+            polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size)
+        except OffsetOutOfRangeError as error:
+            out_of_range = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+            tp, offset = next(iter(out_of_range.items()), (None, -1))
+            raise TopicRewound(self.topic, -1 if tp is None else tp.partition,
+                               f"ends before the stored position {offset}") from None
         self._polled_nothing = not polled
-        if self._needs_seek:  # a rebalance during the poll: what it returned may be stale
+        if self._rebalanced or self._needs_seek:  # a rebalance during the poll: what it returned may be stale
             self._seek_to_stored()
             return 0
+        if not polled:
+            self._check_not_rewound()
         records = [self.decode(r) for batch in polled.values() for r in batch]
         if not records:
             return 0
@@ -335,11 +377,28 @@ class KafkaProjector:
             self._needs_seek = True  # read the batch again from the stored positions
             raise
 
+    def _check_not_rewound(self) -> None:
+        """A fetch that answered a partition's end (high watermark) below the position this
+        worker stands at, sought to from its stored positions: the partition lost records.
+        (Kafka answers such a fetch with OFFSET_OUT_OF_RANGE, raised by the poll; tansu
+        answers it with no records.)"""
+        from kafka import TopicPartition
+
+        consumer = self._consumer
+        for partition in sorted(self._assigned):
+            tp = TopicPartition(self.topic, partition)
+            highwater = consumer.highwater(tp)
+            if highwater is not None and consumer.position(tp) > highwater:
+                raise TopicRewound(self.topic, partition,
+                                   f"ends at offset {highwater}, before the stored position {consumer.position(tp)}")
+
     def caught_up(self) -> bool:
         """Every assigned partition read to its end offset (and the group joined).
 
         Also only after a poll that brought no records: some brokers (tansu) answer the
-        end offset of a partition with the last batch's base offset + 1, short of its end."""
+        end offset of a partition with the last batch's base offset + 1, short of its end.
+        And only once a fetch from each partition answered (its high watermark known): a
+        stored position past a partition's end is found out by fetching from it."""
         from kafka import TopicPartition
 
         if not self._joined or self._needs_seek or not self._polled_nothing:
@@ -349,7 +408,11 @@ class KafkaProjector:
         consumer = self._consumer
         partitions = [TopicPartition(self.topic, p) for p in sorted(self._assigned)]
         ends = consumer.end_offsets(partitions)
-        return all(consumer.position(tp) >= ends[tp] for tp in partitions)
+        for tp in partitions:
+            position, highwater = consumer.position(tp), consumer.highwater(tp)
+            if highwater is None or position < highwater or position < ends[tp]:
+                return False
+        return True
 
     def run(
         self,
@@ -405,9 +468,9 @@ class KafkaProjector:
                     last_log, since_log = now, 0
                 if finished:
                     break
-        finally:
             if stop.is_set() or not follow:
                 log.info("%s: applied %d events", "stopped" if stop.is_set() else "caught up", applied)
+        finally:
             self.close()
         return applied
 
@@ -415,15 +478,16 @@ class KafkaProjector:
         try:
             return "; ".join(
                 f"{lag.projection} p{lag.partition} at {lag.position} (end {lag.end_offset}, lag {lag.lag})"
-                for lag in self.lag(self._assigned)
+                for lag in self.lag(self._assigned, timeout_ms=LAG_LOG_TIMEOUT_MS)
             )
         except Exception as error:  # the log line must not stop the worker
             return f"lag unknown: {error}"
 
     # ------------------------------------------------------------------ lag and status
 
-    def lag(self, partitions: Iterable[int] | None = None) -> list[PartitionLag]:
-        """Per projection and partition: stored next offset, end offset and lag."""
+    def lag(self, partitions: Iterable[int] | None = None, *, timeout_ms: int | None = None) -> list[PartitionLag]:
+        """Per projection and partition: stored next offset, end offset and lag (asking the
+        broker for end offsets for at most ``timeout_ms``, default its request timeout)."""
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = self._consumer
@@ -438,7 +502,7 @@ class KafkaProjector:
             if partitions is None:
                 partitions = sorted(consumer.partitions_for_topic(self.topic) or ())
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            ends = consumer.end_offsets(tps) if tps else {}
+            ends = consumer.end_offsets(tps, timeout_ms=timeout_ms) if tps else {}
         finally:
             if own:
                 consumer.close()

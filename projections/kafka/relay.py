@@ -91,7 +91,12 @@ class Published:
 
 
 def is_kafka_fault(error: BaseException) -> bool:
+    """A fault of the broker or the network to it (checked along the chain of causes); our
+    own verdicts are not, whatever they were raised from."""
     from kafka.errors import KafkaError
+
+    if isinstance(error, EcomcoreError):
+        return False
 
     current: BaseException | None = error
     seen: set[int] = set()
@@ -237,18 +242,31 @@ class Relay:
                 config["enable_idempotence"] = True
             self._producer = KafkaProducer(**config)
         if not self._topic_ready:
-            self._create_topic()
+            if self._create_topic():
+                self._publish_again_if_lost()
             self._topic_ready = True
         return self._producer
 
-    def _create_topic(self) -> None:
+    def _publish_again_if_lost(self) -> None:
+        """The topic had to be created although events were published to it: it was deleted,
+        or the broker lost its data. Everything is published again from the first event
+        (at least once still holds; consumers see the log again from its start)."""
+        published = self.stored_position()
+        if published:
+            log.warning("topic %s was missing although %d events had been published to it (deleted, or a broker "
+                        "that lost its data): publishing the whole log again", self.topic, published)
+            self._store_position(published, 0)
+            self.position = None  # read again
+
+    def _create_topic(self) -> bool:
+        """Create the topic if it is missing; whether it was."""
         from kafka.admin import KafkaAdminClient, NewTopic
         from kafka.errors import TopicAlreadyExistsError
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.connect_timeout * 1000))
         try:
             if self.topic in set(admin.list_topics()):
-                return
+                return False
             try:
                 # Kept for ever (the broker's default deletes after 7 days): a new Kafka-fed
                 # read-model database replays the topic from its first record.
@@ -256,16 +274,19 @@ class Relay:
                                               topic_configs={"retention.ms": "-1"})])
                 log.info("created topic %s with %d partition(s), kept for ever (retention.ms=-1)",
                          self.topic, self.partitions)
+                return True
             except TopicAlreadyExistsError:
-                pass
+                return False  # another client created it just now
         finally:
             admin.close()
 
     def _drop_producer(self) -> None:
+        """After a fault: a new producer next time, and the topic looked at again (a broker
+        that lost its data, a topic deleted meanwhile)."""
         producer, self._producer = self._producer, None
+        self._topic_ready = False
         if producer is not None:
-            with contextlib.suppress(Exception):
-                producer.close(timeout=0)
+            _abandon(producer)
 
     def close(self) -> None:
         producer, self._producer = self._producer, None
@@ -391,6 +412,23 @@ class Relay:
         log.info("%s at position %s (head %d): %d events in %.1f s",
                  "stopped" if stop.is_set() else "caught up", self.position, self.head, published, elapsed)
         return Published(published, self.position or 0, self.head)
+
+
+def _abandon(producer: Any) -> None:
+    """Close a producer without waiting for what it could not deliver.
+
+    kafka-python's ``close(timeout=0)`` flushes first, and with the broker gone that flush
+    raises before the sender thread is stopped (kafka-python 3.0): the thread would linger
+    and ``__del__`` print a traceback. The sender is then force-closed, which fails what is
+    pending (those events are published again from the stored position)."""
+    try:
+        producer.close(timeout=0)
+    except Exception as error:
+        log.debug("closing the Kafka producer: %s; forcing it", error)
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+        producer._closed = True  # its __del__ would try to close it again
 
 
 class RelayError(EcomcoreError):

@@ -201,3 +201,69 @@ def test_the_session_timeout_from_the_environment_is_bounded(
     monkeypatch.setenv("ECOMCORE_KAFKA_SESSION_TIMEOUT_MS", "50")
     code, _, err = run(capsys, "project", "--source", "kafka", "--kafka", "127.0.0.1:9", "--until-caught-up")
     assert code == 2 and "ECOMCORE_KAFKA_SESSION_TIMEOUT_MS" in err, err
+
+
+def _delete_topic(kafka: str, topic: str, *, then_create_empty: int = 0) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        admin.delete_topics([topic])
+        if then_create_empty:
+            admin.create_topics([NewTopic(topic, then_create_empty, 1)])
+    finally:
+        admin.close()
+
+
+def test_a_deleted_topic_is_published_again_by_the_relay(
+    capsys: pytest.CaptureFixture[str], store_url: str, kafka_bootstrap: str, relayed: dict[str, str]
+) -> None:
+    code, _, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up")
+    assert code == 0, err
+    _delete_topic(kafka_bootstrap, relayed["topic"])
+
+    # The relay has to create the topic again: it publishes the whole log again, saying why.
+    code, out, err = run(capsys, "relay", "--store", store_url, "--kafka", kafka_bootstrap, "--topic",
+                         relayed["topic"], "--partitions", "4", "--until-caught-up", "--json")
+    assert code == 0, err
+    assert json.loads(out)["published"] == json.loads(out)["head"] > 0
+    assert "publishing the whole log again" in err
+    # Workers had applied all of it: nothing twice.
+    code, out, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up", "--json")
+    assert code == 0, err
+    assert json.loads(out)["applied"] == 0
+    assert_same_tables(relayed["read_models"], relayed["reference"])
+
+
+def test_records_below_the_stored_position_that_were_never_applied_stop_the_worker(
+    capsys: pytest.CaptureFixture[str], store_url: str, kafka_bootstrap: str, relayed: dict[str, str]
+) -> None:
+    # A topic emptied behind the relay's back (deleted and created again by someone else, or a
+    # broker that lost its records): the relay cannot tell and publishes only what is new, at
+    # offsets the worker has stored positions beyond. It stops rather than skip them.
+    code, _, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up")
+    assert code == 0, err
+    before = tables(relayed["read_models"])
+    _delete_topic(kafka_bootstrap, relayed["topic"], then_create_empty=4)
+    code, _, err = run(capsys, "demo", "--store", store_url, "--orders", "5", "--seed", "12", "--no-projections")
+    assert code == 0, err
+    code, out, err = run(capsys, "relay", "--store", store_url, "--kafka", kafka_bootstrap, "--topic",
+                         relayed["topic"], "--until-caught-up", "--json")
+    assert code == 0, err
+    assert 0 < json.loads(out)["published"] < json.loads(out)["head"]
+    code, _, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up")
+    # (the partitions now end before the stored positions)
+    assert code == 2 and "[kafka_topic_rewound]" in err and "before the stored position" in err, err
+    assert "caught up" not in err
+    assert tables(relayed["read_models"]) == before
+
+    # The new topic grows past the stored positions: the worker reads from the last record it
+    # applied in each partition, finds there an event it never applied, and stops again.
+    code, _, err = run(capsys, "demo", "--store", store_url, "--orders", "30", "--seed", "13", "--no-projections")
+    assert code == 0, err
+    code, out, err = run(capsys, "relay", "--store", store_url, "--kafka", kafka_bootstrap, "--topic",
+                         relayed["topic"], "--until-caught-up", "--json")
+    assert code == 0, err
+    code, _, err = kafka_worker(capsys, store_url, kafka_bootstrap, relayed, "--until-caught-up")
+    assert code == 2 and "[kafka_topic_rewound]" in err and "below projection" in err, err
+    assert tables(relayed["read_models"]) == before

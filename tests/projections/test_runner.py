@@ -181,9 +181,11 @@ def test_handles_marks_give_the_topics_and_the_dispatch():
 
 
 @pytest.fixture
-def demo_store(store_url):
+def demo_store(store_url, tmp_path, monkeypatch):
     """A small demo day on each backend; the read models go into the store's own (fresh) database."""
     from ecomcore_projections.cli import main as ecomcore
+
+    monkeypatch.chdir(tmp_path)  # on PostgreSQL the demo writes its statement into the working directory
 
     assert ecomcore(["demo", "--store", store_url, "--orders", "15", "--seed", "4", "--no-projections"]) == 0
     return store_url
