@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from kafka_broker import SESSION_TIMEOUT_MS
-from kafka_helpers import run, tables
+from kafka_helpers import assert_same_tables, run, tables
 
 from ecomcore_projections.read_models import REGISTRY
 
@@ -31,14 +31,6 @@ pytestmark = pytest.mark.stores("sqlite")
 def _in_tmp_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ECOMCORE_KAFKA_SESSION_TIMEOUT_MS", str(SESSION_TIMEOUT_MS))
-
-
-def assert_same_tables(kafka_url: str, reference_url: str) -> None:
-    got, expected = tables(kafka_url), tables(reference_url)
-    for name in REGISTRY:
-        for logical, rows in expected[name].items():
-            assert rows, f"{name}.{logical} is empty: the demo should fill it"
-            assert got[name][logical] == rows, f"{name}.{logical} differs"
 
 
 @pytest.fixture

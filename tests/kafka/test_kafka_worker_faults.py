@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka_broker import SESSION_TIMEOUT_MS
-from kafka_helpers import run, tables
+from kafka_helpers import assert_same_tables, run, tables
 
 from ecomcore import Settings
 from ecomcore.infrastructure.store import EventStore
@@ -36,15 +36,6 @@ from ecomcore_projections.read_models import REGISTRY, ReadModels
 def _in_tmp_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ECOMCORE_KAFKA_SESSION_TIMEOUT_MS", str(SESSION_TIMEOUT_MS))
-
-
-def assert_same_tables(got_url: str, reference: dict[str, Any], *, all_filled: bool = True) -> None:
-    got = tables(got_url)
-    assert all(any(rows for rows in reference[name].values()) for name in REGISTRY), "the demo should fill them"
-    for name in REGISTRY:
-        for logical, rows in reference[name].items():
-            assert rows or not all_filled, f"{name}.{logical} is empty: the demo should fill it"
-            assert got[name][logical] == rows, f"{name}.{logical} differs"
 
 
 def demo_and_reference(capsys: pytest.CaptureFixture[str], store_url: str, tmp_path: Path, orders: int,
