@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
+from ecomcore import Settings
+from ecomcore.infrastructure.store import EventStore
 from ecomcore_projections.base import UnknownProjection, describe_cause
 from ecomcore_projections.cli.common import stop_on_signals, worker_log
 from ecomcore_projections.cli.failures import EXIT_DIFFERENCES, EXIT_OK, CliError, UsageError
@@ -23,12 +27,32 @@ from ecomcore_projections.faults import is_transient
 from ecomcore_projections.kafka.consumer import DEFAULT_SESSION_TIMEOUT_MS, KafkaProjector
 from ecomcore_projections.kafka.relay import is_kafka_fault
 from ecomcore_projections.progress import ProgressReporter
+from ecomcore_projections.read_models import ReadModels
 from ecomcore_projections.rebuild import Snapshot, rebuild, rebuild_as_of
 from ecomcore_projections.runner import REGISTRY, Projector
 
 #: Workers notice a PostgreSQL database that went away within about this many seconds a
 #: try, unless ``--connect-timeout`` or ``ECOMCORE_POSTGRES_CONNECT_TIMEOUT_S`` says otherwise.
 WORKER_CONNECT_TIMEOUT_S = 1
+
+
+@contextlib.contextmanager
+def _databases(
+    args: argparse.Namespace, settings: Settings, *, create_tables: bool = False, must_exist: bool = False,
+    **store_options: Any,
+) -> Iterator[tuple[EventStore, ReadModels]]:
+    """The store and the read-model database a command works on, closed when it is done
+    (the store also when the read models cannot be opened)."""
+    store = open_store(settings, must_exist=True, **store_options)
+    try:
+        read_models = open_read_models(read_models_url(args, settings.store_url), settings,
+                                       create_tables=create_tables, must_exist=must_exist)
+        try:
+            yield store, read_models
+        finally:
+            close_read_models(read_models)
+    finally:
+        store.close()
 
 
 def run_project(args: argparse.Namespace) -> int:
@@ -40,14 +64,8 @@ def run_project(args: argparse.Namespace) -> int:
     stop = threading.Event()
     stop_on_signals(stop)
     settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
-    store = open_store(settings, must_exist=True, stop=stop, wait_for=None if follow else args.give_up_after,
-                       log=worker_log)
-    try:
-        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=False)
-    except BaseException:
-        store.close()
-        raise
-    try:
+    with _databases(args, settings, stop=stop, wait_for=None if follow else args.give_up_after,
+                    log=worker_log) as (store, read_models):
         projector = Projector(store, read_models, names=[args.only] if args.only else None,
                               batch_size=args.batch_size, log_interval=args.log_interval)
         started = time.monotonic()
@@ -76,9 +94,6 @@ def run_project(args: argparse.Namespace) -> int:
             print(f"  {lag.name:<16} position {lag.position:>9}  behind {lag.events_behind:>7} events"
                   f"  {lag.seconds_behind:>8.1f} s")
         return EXIT_OK
-    finally:
-        close_read_models(read_models)
-        store.close()
 
 
 def _kafka_projector(args: argparse.Namespace, store: Any, read_models: Any, names: list[str] | None) -> KafkaProjector:
@@ -98,14 +113,8 @@ def _run_project_kafka(args: argparse.Namespace) -> int:
     stop = threading.Event()
     stop_on_signals(stop)
     settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
-    store = open_store(settings, must_exist=True, stop=stop, wait_for=None if follow else args.give_up_after,
-                       log=worker_log)
-    try:
-        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=False)
-    except BaseException:
-        store.close()
-        raise
-    try:
+    with _databases(args, settings, stop=stop, wait_for=None if follow else args.give_up_after,
+                    log=worker_log) as (store, read_models):
         projector = _kafka_projector(args, store, read_models, [args.only] if args.only else None)
         started = time.monotonic()
         applied = projector.run(stop, follow=follow, give_up_after=None if follow else args.give_up_after)
@@ -117,9 +126,6 @@ def _run_project_kafka(args: argparse.Namespace) -> int:
             if not is_transient(error) and not is_kafka_fault(error):
                 raise
             lags, unknown = None, describe_cause(error)  # the broker or a database went away meanwhile
-    finally:
-        close_read_models(read_models)
-        store.close()
     behind = None if lags is None else sum(lag.lag for lag in lags)
     if args.json:
         print(json.dumps({"applied": applied, "seconds": round(elapsed, 3), "topic": args.topic,
@@ -135,16 +141,8 @@ def _run_project_kafka(args: argparse.Namespace) -> int:
 def _run_status_kafka(args: argparse.Namespace) -> int:
     """``status --source kafka``: per projection and partition, the stored position, end offset and lag."""
     settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
-    store = open_store(settings, must_exist=True)
-    try:
-        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=False,
-                                       must_exist=True)
-        try:
-            lags = _kafka_projector(args, store, read_models, None).lag()
-        finally:
-            close_read_models(read_models)
-    finally:
-        store.close()
+    with _databases(args, settings, must_exist=True) as (store, read_models):
+        lags = _kafka_projector(args, store, read_models, None).lag()
     unhealthy = args.max_lag is not None and any(lag.lag > args.max_lag for lag in lags)
     if args.json:
         print(json.dumps({"partitions": [asdict(lag) for lag in lags], "topic": args.topic, "group": args.group,
@@ -160,16 +158,8 @@ def run_status(args: argparse.Namespace) -> int:
     if getattr(args, "source", "store") == "kafka":
         return _run_status_kafka(args)
     settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
-    store = open_store(settings, must_exist=True)
-    try:
-        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=False,
-                                       must_exist=True)
-        try:
-            statuses = Projector(store, read_models).status()
-        finally:
-            close_read_models(read_models)
-    finally:
-        store.close()
+    with _databases(args, settings, must_exist=True) as (store, read_models):
+        statuses = Projector(store, read_models).status()
     unhealthy = args.max_lag is not None and any(
         s.events_behind > args.max_lag or not s.schema_ok for s in statuses
     )
@@ -203,23 +193,13 @@ def run_rebuild(args: argparse.Namespace) -> int:
     if as_of_given or args.into:
         return _rebuild_as_of(args)
     settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
-    store = open_store(settings, must_exist=True)
-    try:
-        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=True,
-                                       must_exist=args.check)
-    except BaseException:
-        store.close()
-        raise
-    try:
+    with _databases(args, settings, create_tables=True, must_exist=args.check) as (store, read_models):
         names = list(read_models.classes) if args.all else [args.name]
         with ProgressReporter() as progress:
             reports = [
                 rebuild(store, read_models, name, check=args.check, batch_size=args.batch_size, progress=progress)
                 for name in names
             ]
-    finally:
-        close_read_models(read_models)
-        store.close()
     failed = any(report.differences for report in reports) if args.check else False
     if args.json:
         print(json.dumps({
@@ -261,13 +241,7 @@ def _rebuild_as_of(args: argparse.Namespace) -> int:
     if args.as_of is None and args.until_position is None:
         raise UsageError("--into LABEL needs the moment: --as-of TIME or --until-position N")
     settings = load_settings(args, connect_timeout=WORKER_CONNECT_TIMEOUT_S)
-    store = open_store(settings, must_exist=True)
-    try:
-        read_models = open_read_models(read_models_url(args, settings.store_url), settings, create_tables=False)
-    except BaseException:
-        store.close()
-        raise
-    try:
+    with _databases(args, settings) as (store, read_models):
         names = list(read_models.classes) if args.all else [args.name]
         with ProgressReporter() as progress:
             snapshots = [
@@ -275,9 +249,6 @@ def _rebuild_as_of(args: argparse.Namespace) -> int:
                               until_position=args.until_position, batch_size=args.batch_size, progress=progress)
                 for name in names
             ]
-    finally:
-        close_read_models(read_models)
-        store.close()
     if args.json:
         print(json.dumps({"snapshots": [_snapshot_json(s) for s in snapshots]}, indent=2))
         return EXIT_OK

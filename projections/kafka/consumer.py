@@ -59,7 +59,7 @@ from ecomcore_projections.base import (
     describe_cause,
 )
 from ecomcore_projections.faults import Backoff, Faults, is_transient
-from ecomcore_projections.kafka.relay import DEFAULT_TOPIC, KafkaUnavailable, is_kafka_fault
+from ecomcore_projections.kafka.relay import DEFAULT_TOPIC, KafkaUnavailable, fault_to_wait_out
 from ecomcore_projections.read_models import KAFKA_POSITIONS_TABLE, ReadModels
 from ecomcore_projections.runner import ReadModelsUnavailable
 
@@ -442,12 +442,9 @@ class KafkaProjector:
                     done = self.poll_once()
                     finished = not follow and not done and self.caught_up()
                 except Exception as error:
-                    kafka = is_kafka_fault(error)
-                    if not kafka and not is_transient(error):
-                        raise
+                    kafka, what = fault_to_wait_out(error, self.bootstrap)
                     if kafka:
                         self.close()
-                    what = f"Kafka {self.bootstrap}: {error}" if kafka else describe_cause(error)
                     faults.wait_out(error, what, KafkaUnavailable if kafka else ReadModelsUnavailable)
                     continue
                 faults.recovered()

@@ -44,7 +44,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
-from ecomcore import EcomcoreError, StoreCorrupted
+from ecomcore import EcomcoreError, StoreCorrupted, StoreUnavailable
 from ecomcore.domain.aggregate import DomainEvent
 from ecomcore.infrastructure.store import EventStore
 from ecomcore_projections.base import describe_cause
@@ -81,6 +81,15 @@ class PositionMoved(EcomcoreError):
     """The stored position is not the one this relay last wrote: another relay ran."""
 
     code = "store_relay_running"
+
+
+def fault_to_wait_out(error: Exception, bootstrap: str) -> tuple[bool, str]:
+    """Whether ``error`` is the broker's fault (else a database's that waiting out can cure),
+    and a line for the log; any other error is raised again."""
+    kafka = is_kafka_fault(error)
+    if not kafka and not is_transient(error):
+        raise error
+    return kafka, f"Kafka {bootstrap}: {error}" if kafka else describe_cause(error)
 
 
 @dataclass(frozen=True)
@@ -388,13 +397,10 @@ class Relay:
             try:
                 done = self.publish_batch()
             except Exception as error:
-                kafka = is_kafka_fault(error)
-                if not kafka and not is_transient(error):
-                    raise
+                kafka, what = fault_to_wait_out(error, self.bootstrap)
                 self._drop_producer()
                 self.position = None  # read it again: records may have to be published again
-                what = f"Kafka {self.bootstrap}: {error}" if kafka else describe_cause(error)
-                faults.wait_out(error, what, KafkaUnavailable if kafka else _StoreUnavailable)
+                faults.wait_out(error, what, KafkaUnavailable if kafka else StoreUnavailable)
                 continue
             faults.recovered()
             published += done
@@ -433,10 +439,6 @@ def _abandon(producer: Any) -> None:
 
 class RelayError(EcomcoreError):
     code = "invalid_store_url"
-
-
-class _StoreUnavailable(EcomcoreError):
-    code = "store_unavailable"
 
 
 __all__ = [
